@@ -1,0 +1,5 @@
+import sys
+
+from hpc_finetune.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line interface: ``main(argv) -> int``, one small module per command, heavy imports inside ``run()``."""

@@ -1,0 +1,74 @@
+"""What several commands share: turning a run config + profile + flags into a rendered job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hpc_finetune.jobspec import JobSpec, resolve, runs_root
+from hpc_finetune.launch import NodeProgram
+from hpc_finetune.profile import ClusterProfile, find_profile
+from hpc_finetune.records import Registry, new_run_id
+from hpc_finetune.render import job_python, job_script
+from hpc_finetune.runconfig import RunConfig, load_run_config
+from hpc_finetune.schema import to_dict
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="run config (YAML)")
+    p.add_argument("--cluster", "-c", help="cluster profile name or file (default: $HPC_FINETUNE_CLUSTER or local)")
+    p.add_argument("--nodes", "-N", type=int, help="nodes")
+    p.add_argument("--gpus", "-G", type=int, help="GPUs per node (0: CPU only)")
+    p.add_argument("--time", "-t", help="time limit, e.g. 04:00:00 or 1-00:00:00")
+    p.add_argument("--partition", "-p", help="partition")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set training.learning_rate=2e-4 (repeatable)")
+
+
+@dataclass
+class Prepared:
+    profile: ClusterProfile
+    cfg: RunConfig
+    spec: JobSpec
+    script: str
+    program: NodeProgram
+
+
+def load_with_flags(args: argparse.Namespace) -> tuple[ClusterProfile, RunConfig]:
+    cfg = load_run_config(args.config, args.set)
+    res = cfg.resources
+    for flag, attr in (("nodes", "nodes"), ("gpus", "gpus_per_node"), ("time", "time"), ("partition", "partition")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(res, attr, value)
+    res.validate(str(args.config), "resources")
+    profile = find_profile(args.cluster or os.environ.get("HPC_FINETUNE_CLUSTER") or "local")
+    return profile, cfg
+
+
+def prepare(args: argparse.Namespace, registry: Registry) -> Prepared:
+    profile, cfg = load_with_flags(args)
+    root = runs_root(profile)
+    run_dir = root / new_run_id(registry, root, cfg.name)
+    return build(profile, cfg, run_dir, source=str(args.config))
+
+
+def build(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: str) -> Prepared:
+    spec = resolve(profile, cfg, run_dir, source=source)
+    cfg.output_dir = str(spec.output_dir)
+    program = NodeProgram(run_dir=str(run_dir), nodes=spec.nodes, processes_per_node=spec.processes_per_node,
+                          gpus_per_node=spec.gpus_per_node, strategy=cfg.launch.strategy,
+                          launcher=cfg.launch.launcher, python=job_python(profile))
+    return Prepared(profile, cfg, spec, job_script(profile, spec), program)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def profile_yaml(profile: ClusterProfile) -> str:
+    return yaml.safe_dump(to_dict(profile), sort_keys=False)

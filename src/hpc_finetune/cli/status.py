@@ -1,0 +1,91 @@
+"""``hpc-finetune status [RUN]``: every run (or one) with state, job, nodes x GPUs, time and progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from hpc_finetune.records import Registry, RunRecord, load_record
+from hpc_finetune.timefmt import format_time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", help="one run id or run directory (default: all runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", nargs="?", const=5.0, type=float, metavar="SECONDS",
+                   help="refresh in place every SECONDS (default 5) until interrupted")
+    p.add_argument("--segments", action="store_true", help="with RUN: list every job segment and why it ended")
+
+
+def _progress_text(progress: dict | None) -> str:
+    if not progress:
+        return ""
+    step, total = progress.get("step"), progress.get("max_steps")
+    loss = progress.get("final_loss", progress.get("loss"))
+    parts = []
+    if step is not None:
+        parts.append(f"step {step}/{total}" if total else f"step {step}")
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    return " ".join(parts)
+
+
+def collect(registry: Registry, run: str | None) -> list[dict]:
+    from hpc_finetune.tracking import refresh
+
+    if run is not None:
+        refresh(registry, [load_record(registry, run)])
+        rows = registry.rows(load_record(registry, run).run_id)
+    else:
+        live = registry.live_rows()
+        if live:
+            refresh(registry, [RunRecord.load(__import__("pathlib").Path(r["run_dir"])) for r in live])
+        rows = registry.rows()
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["progress"] = json.loads(d["progress"]) if d["progress"] else None
+        out.append(d)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("RUN", "STATE", "JOB", "NODESxGPUS", "ELAPSED/LIMIT", "PROGRESS")
+    lines = [head]
+    for d in rows:
+        lines.append((d["run_id"], d["state"] + (f" (requeues {d['requeues']})" if d["requeues"] else ""),
+                      d["job_id"] or "-", f"{d['nodes']}x{d['gpus_per_node']}",
+                      f"{format_time(d['elapsed'])}/{format_time(d['time_seconds'])}",
+                      _progress_text(d["progress"])))
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def segments_text(rec: RunRecord) -> str:
+    lines = [f"run {rec.run_id}: {rec.state}{' - ' + rec.reason if rec.reason else ''}; "
+             f"{len(rec.segments)} job segment(s), {rec.requeues} requeue(s); run dir {rec.run_dir}"]
+    for i, s in enumerate(rec.segments, 1):
+        lines.append(f"  {i}. job {s.job_id} ({s.started_by}) {s.state} {s.reason} "
+                     f"elapsed {format_time(s.elapsed)} nodes {s.nodelist or '-'}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = Registry()
+    while True:
+        rows = collect(registry, args.run)
+        if args.json:
+            text = json.dumps(rows, indent=1)
+        else:
+            text = table(rows) if rows else "no runs yet: `hpc-finetune submit RUN.yaml` starts one"
+            if args.run and args.segments:
+                text += "\n" + segments_text(load_record(registry, args.run))
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"every {args.watch:g}s\n" + text + "\n")
+            sys.stdout.flush()
+            time.sleep(args.watch)
+            continue
+        print(text)
+        return 0

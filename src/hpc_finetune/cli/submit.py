@@ -1,0 +1,87 @@
+"""``hpc-finetune submit RUN.yaml``: render, check, write the run directory, submit, record."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from hpc_finetune.cli.common import add_run_arguments, config_yaml, prepare, profile_yaml
+from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
+from hpc_finetune.render import launch_files
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="print the job script and what would be written; submit "
+                                                          "nothing")
+    p.add_argument("--wait", action="store_true", help="wait until the run ends, then show its status")
+    p.add_argument("--no-check", action="store_true", help="skip the pre-flight `check`")
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = Registry()
+    prep = prepare(args, registry)
+    spec = prep.spec
+    if not args.no_check:
+        from hpc_finetune.check import raise_problems
+
+        raise_problems(prep.cfg, prep.profile, spec, config_source=str(args.config))
+    files = launch_files(prep.cfg, spec)
+    if args.dry_run:
+        sys.stdout.write(prep.script)
+        print(f"# dry run: would create {spec.run_dir} with run.yaml, profile.yaml, job.sh"
+              + "".join(f", {name}" for name in files), file=sys.stderr)
+        return 0
+    from hpc_finetune.scheduler import get_scheduler
+
+    spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    spec.run_dir.mkdir()  # new_run_id picked a free name; exist_ok=False guards a race with another shell
+    try:
+        write_atomic(spec.run_dir / "run.yaml", config_yaml(prep.cfg))
+        write_atomic(spec.run_dir / "profile.yaml", profile_yaml(prep.profile))
+        write_atomic(spec.run_dir / "job.sh", prep.script)
+        for name, text in files.items():
+            write_atomic(spec.run_dir / name, text)
+        rec = RunRecord(run_id=spec.run_id, name=prep.cfg.name, cluster=prep.profile.name,
+                        scheduler=prep.profile.scheduler, run_dir=str(spec.run_dir),
+                        output_dir=str(spec.output_dir), created=now(), nodes=spec.nodes,
+                        gpus_per_node=spec.gpus_per_node, processes_per_node=spec.processes_per_node,
+                        time_seconds=spec.time_seconds)
+        rec.save()
+        job_id = get_scheduler(prep.profile.scheduler).submit(
+            spec.run_dir, prep.script, prep.program, time_seconds=spec.time_seconds,
+            max_requeues=prep.profile.max_requeues)
+    except BaseException:
+        shutil.rmtree(spec.run_dir, ignore_errors=True)  # nothing half-written: the directory was ours alone
+        raise
+    rec.segments.append(Segment(job_id=job_id, started_by="submit", submitted=now()))
+    rec.save()
+    registry.upsert(rec)
+    print(f"submitted run {spec.run_id} as job {job_id} on {prep.profile.name} "
+          f"({spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), limit {spec.time})")
+    print(f"  run directory: {spec.run_dir}")
+    print(f"  follow it:     hpc-finetune status {spec.run_id}   |   hpc-finetune logs -f {spec.run_id}")
+    if args.wait:
+        return wait(registry, rec)
+    return 0
+
+
+def wait(registry: Registry, rec: RunRecord) -> int:
+    """Poll until the run's job ends; print the status line; exit 0 only if it completed."""
+    import time
+
+    from hpc_finetune.cli.status import collect, table
+    from hpc_finetune.states import COMPLETED, LIVE
+    from hpc_finetune.tracking import refresh
+
+    while True:
+        refresh(registry, [rec])
+        if rec.state not in LIVE:
+            break
+        time.sleep(2)
+    print(table(collect(registry, rec.run_id)))
+    if rec.state != COMPLETED:
+        print(f"run {rec.run_id} ended {rec.state}; see `hpc-finetune logs {rec.run_id}`", file=sys.stderr)
+        return 1
+    return 0

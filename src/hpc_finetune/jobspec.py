@@ -1,0 +1,117 @@
+"""Resolve a run config + cluster profile (+ command-line flags) into one concrete job request."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hpc_finetune.errors import UserError
+from hpc_finetune.profile import ClusterProfile
+from hpc_finetune.runconfig import RunConfig
+from hpc_finetune.timefmt import parse_time, sbatch_time
+
+
+@dataclass
+class JobSpec:
+    run_id: str
+    run_dir: Path
+    output_dir: Path
+    cluster: str
+    scheduler: str
+    nodes: int
+    gpus_per_node: int
+    processes_per_node: int
+    cpus_per_task: int
+    mem: str
+    time_seconds: int
+    partition: Optional[str]
+    sbatch_options: list[tuple[str, Optional[str]]] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+    @property
+    def time(self) -> str:
+        return sbatch_time(self.time_seconds)
+
+
+def _scale_mem(mem: str, factor: int) -> str:
+    m = re.fullmatch(r"(\d+)([KMGT]?)", mem)
+    assert m, mem
+    return f"{int(m.group(1)) * factor}{m.group(2)}"
+
+
+def runs_root(profile: ClusterProfile) -> Path:
+    return profile.shared_root_path() / "hpc-finetune" / "runs"
+
+
+def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: str = "run config") -> JobSpec:
+    """Check the request against the profile's limits and fill in the profile's defaults."""
+    res = cfg.resources
+    nodes = res.nodes
+    if nodes > profile.max_nodes:
+        raise UserError(f"{nodes} nodes asked, but cluster {profile.name!r} allows at most {profile.max_nodes}",
+                        source=source, field="resources.nodes (--nodes)")
+    gpus = profile.gpus_per_node if res.gpus_per_node is None else res.gpus_per_node
+    if gpus > profile.gpus_per_node:
+        raise UserError(f"{gpus} GPUs per node asked, but nodes of cluster {profile.name!r} have "
+                        f"{profile.gpus_per_node}", source=source, field="resources.gpus_per_node (--gpus)")
+    time_seconds = parse_time(res.time, source=source, field="resources.time (--time)") if res.time \
+        else profile.default_seconds
+    if time_seconds > profile.max_seconds:
+        raise UserError(f"time {res.time} is longer than cluster {profile.name!r} allows ({profile.max_time})",
+                        source=source, field="resources.time (--time)")
+    procs = cfg.launch.processes_per_node or max(gpus, 1)
+    if gpus and procs != gpus:
+        raise UserError(f"{procs} processes per node with {gpus} GPUs per node: use one process per GPU",
+                        source=source, field="launch.processes_per_node")
+    if gpus:
+        cpus = profile.cpus_per_gpu * gpus
+        mem = _scale_mem(profile.mem_per_gpu, gpus)
+    else:
+        cpus = profile.cpus_per_node_cpu_only
+        mem = profile.mem_per_node_cpu_only
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "output"
+    spec = JobSpec(
+        run_id=run_dir.name, run_dir=run_dir, output_dir=output_dir, cluster=profile.name,
+        scheduler=profile.scheduler, nodes=nodes, gpus_per_node=gpus, processes_per_node=procs,
+        cpus_per_task=cpus, mem=mem, time_seconds=time_seconds,
+        partition=res.partition or profile.partition,
+    )
+    spec.sbatch_options = sbatch_options(profile, spec, cfg.name)
+    return spec
+
+
+def sbatch_options(profile: ClusterProfile, spec: JobSpec, job_name: str) -> list[tuple[str, Optional[str]]]:
+    """The #SBATCH lines as (option, value) pairs, in a fixed order; values are quoted by the template."""
+    opts: list[tuple[str, Optional[str]]] = [
+        ("job-name", job_name),
+        ("nodes", str(spec.nodes)),
+        ("ntasks-per-node", "1"),
+        ("cpus-per-task", str(spec.cpus_per_task)),
+        ("mem", spec.mem),
+        ("time", spec.time),
+    ]
+    if spec.gpus_per_node:
+        gpu = f"{profile.gpu_type}:{spec.gpus_per_node}" if profile.gpu_type else str(spec.gpus_per_node)
+        if profile.gpu_request == "gres":
+            opts.append(("gres", f"gpu:{gpu}"))
+        else:
+            opts.append(("gpus-per-node", gpu))
+    for name in ("partition", "account", "qos", "constraint"):
+        value = spec.partition if name == "partition" else getattr(profile, name)
+        if value:
+            opts.append((name, value))
+    opts += [
+        ("output", str(spec.run_dir / "jobs" / "%j_0_log.out")),
+        ("open-mode", "append"),
+        ("signal", f"{profile.signal}@{profile.signal_seconds}"),
+        ("requeue", None),
+    ]
+    for line in profile.extra_sbatch:
+        key, _, value = line[2:].partition("=")
+        opts.append((key, value or None))
+    return opts

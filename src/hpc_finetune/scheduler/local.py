@@ -1,0 +1,102 @@
+"""This machine, no scheduler: submitit's local controller, started by our rendered bash script.
+
+The job id is the controller's process id. State comes from the process (alive or not) and submitit's result file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hpc_finetune import states
+from hpc_finetune.scheduler.base import JobInfo, Scheduler
+
+
+def _executor_class() -> type:
+    import submitit
+    from submitit.local.local import LocalJob
+
+    class ScriptLocalExecutor(submitit.LocalExecutor):
+        """Runs hpc-finetune's rendered script (which ends in submitit's local controller) in its own session."""
+
+        script_path: Path
+
+        def _submit_command(self, command: str) -> Any:  # noqa: ARG002 - the script holds the command
+            log = open(self.folder / "controller.log", "ab")  # noqa: SIM115
+            process = subprocess.Popen(["bash", str(self.script_path)], stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+            return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
+
+    return ScriptLocalExecutor
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    if b"submitit" not in cmdline and b"bash" not in cmdline:
+        return False  # the pid was reused by something else
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class LocalScheduler(Scheduler):
+    name = "local"
+
+    def submit(self, run_dir: Path, script: str, program: Any, *, time_seconds: int, max_requeues: int) -> str:
+        jobs = run_dir / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        executor = _executor_class()(folder=jobs, max_num_timeout=max_requeues)
+        executor.script_path = run_dir / "job.sh"
+        executor.update_parameters(timeout_min=max(1, time_seconds // 60))
+        job = executor.submit(program)
+        self.calls += 1
+        return str(job.job_id)
+
+    def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
+        self.calls += 1  # reading /proc and result files: no external command
+        out = {}
+        for jid in job_ids:
+            jobs = run_dirs[jid] / "jobs"
+            if _alive(int(jid)):
+                out[jid] = JobInfo(jid, states.RUNNING, "RUNNING")
+                continue
+            if (jobs / f"{jid}.cancelled").exists():
+                out[jid] = JobInfo(jid, states.CANCELLED, "CANCELLED")
+                continue
+            result = jobs / f"{jid}_0_result.pkl"
+            try:
+                with result.open("rb") as f:
+                    outcome = pickle.load(f)[0]
+            except (OSError, EOFError, pickle.UnpicklingError, IndexError, AttributeError, ModuleNotFoundError):
+                outcome = None
+            if outcome == "success":
+                out[jid] = JobInfo(jid, states.COMPLETED, "COMPLETED")
+            else:
+                out[jid] = JobInfo(jid, states.FAILED, "FAILED")
+        return out
+
+    def cancel(self, job_id: str, run_dir: Path) -> None:
+        (run_dir / "jobs" / f"{job_id}.cancelled").touch()
+        if _alive(int(job_id)):
+            try:
+                os.killpg(int(job_id), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.calls += 1
+
+    def requeue_running(self, job_id: str) -> None:
+        from hpc_finetune.errors import UserError
+
+        raise UserError("a running local job cannot be requeued in place; cancel it, then `requeue` it",
+                        source="requeue")

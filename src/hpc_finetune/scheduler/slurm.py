@@ -1,0 +1,80 @@
+"""Slurm through submitit: submitit keeps the job folder, pickles and state; the sbatch text is our template."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hpc_finetune import states
+from hpc_finetune.errors import UserError
+from hpc_finetune.scheduler.base import JobInfo, Scheduler
+
+SACCT_FIELDS = "JobIDRaw,State,ElapsedRaw,NodeList,ExitCode"
+
+
+def _executor_class() -> type:
+    import submitit
+
+    class TemplateSlurmExecutor(submitit.SlurmExecutor):
+        """A SlurmExecutor whose submission file is the script hpc-finetune rendered (byte for byte)."""
+
+        script_text = ""
+
+        def _make_submission_file_text(self, command: str, uid: str) -> str:  # noqa: ARG002
+            return self.script_text
+
+    return TemplateSlurmExecutor
+
+
+def run(cmd: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise UserError(f"`{cmd[0]}` not found: is this a Slurm login node (or is SLURM_CONF set)?",
+                        source=what) from None
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise UserError(f"`{' '.join(cmd[:2])}` failed: {msg[-1] if msg else proc.returncode}", source=what)
+    return proc.stdout
+
+
+class SlurmScheduler(Scheduler):
+    name = "slurm"
+
+    def submit(self, run_dir: Path, script: str, program: Any, *, time_seconds: int, max_requeues: int) -> str:
+        executor = _executor_class()(folder=run_dir / "jobs", max_num_timeout=max_requeues)
+        executor.script_text = script
+        executor.update_parameters(time=max(1, time_seconds // 60))  # submitit's own timeout bookkeeping
+        try:
+            job = executor.submit(program)
+        except Exception as exc:  # submitit wraps sbatch's error text
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else str(exc))
+            raise UserError(f"sbatch refused the job: {detail.strip()}", source="submit") from None
+        self.calls += 1
+        return str(job.job_id)
+
+    def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
+        if not job_ids:
+            return {}
+        out = run(["sacct", "-X", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)], "status")
+        self.calls += 1
+        infos = {}
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) < 5:
+                continue
+            jid, raw, elapsed, nodelist, exit_code = parts[:5]
+            infos[jid] = JobInfo(job_id=jid, state=states.from_slurm(raw), raw_state=raw,
+                                 elapsed=int(elapsed) if elapsed.isdigit() else None,
+                                 nodelist="" if nodelist.startswith("None") else nodelist, exit_code=exit_code)
+        return infos
+
+    def cancel(self, job_id: str, run_dir: Path) -> None:
+        run(["scancel", job_id], "cancel")
+        self.calls += 1
+
+    def requeue_running(self, job_id: str) -> None:
+        run(["scontrol", "requeue", job_id], "requeue")
+        self.calls += 1

@@ -1,0 +1,232 @@
+"""Typed YAML configs: dataclasses with one line of help per field, strict loading, ``--set`` overrides.
+
+Loading rejects unknown keys (listing the valid ones), wrong types, values outside ``choices`` and any string with
+a control character (a newline in a value could otherwise start a new line of a job script). Each dataclass may
+define ``validate(self, source)`` for cross-field checks; it runs right after the fields are converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from hpc_finetune.errors import UserError
+
+MISSING_REQUIRED = "__required__"
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A field with a default and one line of help."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **meta})
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata={"help": help, **meta})
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+def required(help: str, **meta: Any) -> Any:
+    """A field the user must give (stored as a sentinel until loading checks it)."""
+    return dataclasses.field(default=MISSING_REQUIRED, metadata={"help": help, "required": True, **meta})
+
+
+# --- YAML without YAML 1.1 surprises -----------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader minus sexagesimal integers: ``time: 1:30:00`` stays the string '1:30:00', not 5400."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_INT_RE = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_RE, list("-+0123456789"))
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"malformed YAML: {where}{problem}", source=source) from None
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read: {exc}", source=str(path)) from None
+    data = parse_yaml_text(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping of keys to values at the top, got {_kind(data)}", source=str(path))
+    return data
+
+
+# --- conversion ----------------------------------------------------------------------------------------------------
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " | null" * (
+            type(None) in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, source, where)
+            except UserError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise UserError(f"expected {_type_name(tp)}, got {_kind(value)} {value!r}", source=source, field=where)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value in allowed and type(value) in {type(a) for a in allowed}:
+            return value
+        raise UserError(f"{value!r} is not allowed; choose one of: {', '.join(repr(a) for a in allowed)}",
+                        source=source, field=where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"expected {_type_name(tp)}, got {_kind(value)}", source=source, field=where)
+        return [_convert(get_args(tp)[0], v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"expected {_type_name(tp)}, got {_kind(value)}", source=source, field=where)
+        key_tp, val_tp = get_args(tp)
+        return {_convert(key_tp, k, source, f"{where}.{k}"): _convert(val_tp, v, source, f"{where}.{k}")
+                for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source=source, prefix=where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                raise UserError("control characters (such as a newline) are not allowed in values",
+                                source=source, field=where)
+            return value
+    raise UserError(f"expected {_type_name(tp)}, got {_kind(value)} {value!r}", source=source, field=where)
+
+
+def from_dict(cls: type, data: Any, *, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking every key and value; then run ``validate``."""
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping, got {_kind(data)}", source=source, field=prefix or None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        valid = ", ".join(fields)
+        raise UserError(f"unknown key {key!r}; valid keys here: {valid}", source=source,
+                        field=f"{prefix}.{key}" if prefix else str(key))
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], source, where)
+            choices = f.metadata.get("choices")
+            if choices is not None and kwargs[name] not in choices:
+                raise UserError(f"{kwargs[name]!r} is not allowed; choose one of: {', '.join(map(repr, choices))}",
+                                source=source, field=where)
+        elif f.metadata.get("required"):
+            raise UserError(f"required field is missing ({f.metadata['help']})", source=source, field=where)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(source, prefix)
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"expected KEY=VALUE, got {item!r}", source=source)
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"malformed key {key!r}", source=source)
+        value = parse_yaml_text(raw, f"{source} {key}") if raw.strip() else ""
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"{'.'.join(parts[:i + 1])} is not a section", source=source, field=key)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every field, nested sections flattened: for ``hpc-finetune schema``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.append((key, "section", "", f.metadata.get("help", "")))
+            rows.extend(describe(tp, key + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        if default == MISSING_REQUIRED:
+            default = "(required)"
+        rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,219 @@
+"""The shared SFT training core: the same code on a laptop, in one Slurm node, and on every rank of many nodes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from hpc_finetune.checkpoints import last_complete
+from hpc_finetune.errors import UserError
+from hpc_finetune.records import write_atomic
+from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def default_output_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir) if cfg.output_dir else Path.cwd() / "runs" / cfg.name / "output"
+
+
+def set_offline(cfg: RunConfig) -> None:
+    """Local paths mean no network at all; a hub id while offline is an error naming the fix."""
+    hub = [v for v in (cfg.model.path, cfg.model.tokenizer_path) if v and is_hub_id(v)]
+    if not hub and not (cfg.data.dataset_name and is_hub_id(cfg.data.dataset_name)):
+        for var in OFFLINE_VARS:
+            os.environ[var] = "1"
+    elif any(os.environ.get(v) == "1" for v in OFFLINE_VARS):
+        raise UserError(f"{hub[0] if hub else cfg.data.dataset_name!r} is a hub id but this node is offline "
+                        "(HF_HUB_OFFLINE=1); download it where there is internet and set the local folder",
+                        field="model.path" if hub else "data.dataset_name")
+
+
+def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    t, log = cfg.training, cfg.logging
+    report_to = []
+    if log.wandb != "disabled":
+        report_to.append("wandb")
+    if log.tensorboard:
+        report_to.append("tensorboard")
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir), run_name=cfg.name, seed=t.seed, learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps or t.warmup_ratio,
+        weight_decay=t.weight_decay, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, optim=t.optim, max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16", fp16=t.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": t.use_reentrant} if t.gradient_checkpointing else None,
+        max_length=t.max_length, packing=False,  # packed (or not) and tokenized by us, cached on shared storage
+        dataset_kwargs={"skip_prepare_dataset": True}, completion_only_loss=cfg.data.completion_only_loss,
+        logging_steps=t.logging_steps, logging_strategy="steps",
+        eval_strategy=t.eval_strategy if has_eval else "no", eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.dataloader_num_workers, report_to=report_to or "none",
+        push_to_hub=log.push_to_hub, hub_model_id=log.hub_model_id, save_only_model=False,
+        remove_unused_columns=False,
+    )
+    if cfg.launch.strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
+        kwargs["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
+    valid = {f.name for f in dataclasses.fields(SFTConfig)}
+    for key, value in t.extra_args.items():
+        if key not in valid:
+            close = [v for v in valid if key.split("_")[0] in v][:8]
+            raise UserError(f"{key!r} is not an SFTConfig/TrainingArguments field"
+                            + (f" (similar: {', '.join(sorted(close))})" if close else ""),
+                            field=f"training.extra_args.{key}")
+        kwargs[key] = value
+    try:
+        return SFTConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"rejected by SFTConfig: {str(exc).splitlines()[0]}", field="training") from None
+
+
+def setup_wandb(cfg: RunConfig, output_dir: Path) -> Optional[str]:
+    """Same wandb run across requeues: the run id lives in the output directory and resumes with it."""
+    if cfg.logging.wandb == "disabled":
+        os.environ["WANDB_MODE"] = "disabled"
+        return None
+    id_file = output_dir / "wandb_run_id"
+    if rank() == 0 and not id_file.exists():
+        write_atomic(id_file, uuid.uuid4().hex[:12])
+    while not id_file.exists():
+        time.sleep(0.2)
+    run_id = id_file.read_text().strip()
+    if os.environ.get("WANDB_MODE") != "offline" or cfg.logging.wandb == "offline":
+        os.environ["WANDB_MODE"] = cfg.logging.wandb
+    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    os.environ.update(WANDB_RUN_ID=run_id, WANDB_RESUME="allow", WANDB_PROJECT=cfg.logging.wandb_project)
+    if cfg.logging.wandb_entity:
+        os.environ["WANDB_ENTITY"] = cfg.logging.wandb_entity
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return run_id
+
+
+def resume_point(cfg: RunConfig, output_dir: Path) -> Optional[str]:
+    resume = cfg.training.resume
+    if resume is False:
+        return None
+    if resume == "auto":
+        ckpt = last_complete(output_dir)
+        return str(ckpt) if ckpt else None
+    if not Path(str(resume)).is_dir():
+        raise UserError(f"checkpoint {resume} does not exist", field="training.resume")
+    return str(resume)
+
+
+def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
+    """Model, tokenizer, data and SFTTrainer, ready to train. Returns (trainer, data info)."""
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from hpc_finetune.train import data as data_mod
+    from hpc_finetune.train.model import load_model, load_tokenizer, lora_config
+
+    set_seed(cfg.training.seed)
+    tokenizer = load_tokenizer(cfg)
+    train_ds, eval_ds, info = data_mod.prepare(cfg, tokenizer)
+    args = sft_config(cfg, output_dir, has_eval=eval_ds is not None)
+    model = load_model(cfg, tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, peft_config=lora_config(cfg))
+    return trainer, info
+
+
+def train(cfg: RunConfig) -> dict:
+    """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
+    from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback
+
+    started = time.time()
+    output_dir = default_output_dir(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_offline(cfg)
+    wandb_id = setup_wandb(cfg, output_dir)
+    trainer, info = build_trainer(cfg, output_dir)
+    args = trainer.args
+    world = args.world_size
+    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+    tokens_per_row = info["train_tokens"] / max(1, info["train_rows"])
+    progress = ProgressCallback(output_dir, int(rows_per_step * tokens_per_row))
+    signal_cb = SaveOnSignalCallback(os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2"))
+    trainer.add_callback(progress)
+    trainer.add_callback(signal_cb)
+    resume = resume_point(cfg, output_dir)
+    print(f"hpc-finetune train: host={socket.gethostname()} rank={args.process_index} world_size={world} "
+          f"method={cfg.method} tokenized_cache={info['cache']} resume_from={resume or 'none'}", flush=True)
+    if rank() == 0 and hasattr(trainer.model, "print_trainable_parameters"):
+        trainer.model.print_trainable_parameters()
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - t0
+    state = trainer.state
+    summary = {
+        "run": cfg.name, "method": cfg.method, "world_size": world, "hosts": None,
+        "step": state.global_step, "max_steps": state.max_steps,
+        "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        "train_loss": result.training_loss, "resumed_from": resume, "tokenized_cache": info["cache"],
+        "tokens_per_step": progress.tokens_per_step, "train_seconds": round(train_seconds, 2),
+        "tokens_per_s": round((state.global_step - progress.start_step) * progress.tokens_per_step
+                              / train_seconds, 1) if train_seconds > 0 else None,
+        "startup_seconds": round((progress.first_step_at or time.time()) - started, 2),
+        "runtime_seconds": round(time.time() - started, 2), "wandb_run_id": wandb_id,
+        "interrupted": signal_cb.stopped_for_signal, "versions": versions(),
+    }
+    if signal_cb.stopped_for_signal:
+        if rank() == 0:
+            write_atomic(output_dir / "interrupted.json", json.dumps(summary, indent=1) + "\n")
+        print(f"hpc-finetune train: checkpoint saved at step {state.global_step} on signal; exiting for requeue",
+              flush=True)
+        return summary
+    final = output_dir / "final"
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(final))
+    if rank() == 0:
+        trainer.processing_class.save_pretrained(str(final))
+        write_atomic(output_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    print(f"hpc-finetune train: done: {state.global_step} steps, final loss {summary['final_loss']}, "
+          f"model in {final}", flush=True)
+    return summary
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "hpc-finetune"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpc_finetune.train")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_run_config(args.config, args.set)
+        train(cfg)
+    except UserError as exc:
+        print(f"hpc-finetune train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
