@@ -140,13 +140,17 @@ class ClusterProfile:
 
 
 def expand_vars(text: str, *, source: str, field: str) -> str:
-    def repl(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        if name not in os.environ:
-            raise UserError(f"${name} is not set in this shell", source=source, field=field)
-        return os.environ[name]
+    """Expand $NAME, ${NAME} and ${NAME:-default} from this shell; an unset variable without default is an error."""
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, text)
+    def repl(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        if os.environ.get(name):
+            return os.environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise UserError(f"${name} is not set in this shell", source=source, field=field)
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, text)
 
 
 def search_path() -> list[Path]:

@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ def _executor_class() -> type:
             return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
 
     return ScriptLocalExecutor
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -68,8 +76,10 @@ class LocalScheduler(Scheduler):
         out = {}
         for jid in job_ids:
             jobs = run_dirs[jid] / "jobs"
+            started = _mtime(jobs / f"{jid}_submitted.pkl")
             if _alive(int(jid)):
-                out[jid] = JobInfo(jid, states.RUNNING, "RUNNING")
+                out[jid] = JobInfo(jid, states.RUNNING, "RUNNING",
+                                   elapsed=int(time.time() - started) if started else None)
                 continue
             if (jobs / f"{jid}.cancelled").exists():
                 out[jid] = JobInfo(jid, states.CANCELLED, "CANCELLED")
@@ -80,10 +90,12 @@ class LocalScheduler(Scheduler):
                     outcome = pickle.load(f)[0]
             except (OSError, EOFError, pickle.UnpicklingError, IndexError, AttributeError, ModuleNotFoundError):
                 outcome = None
+            ended = _mtime(result)
+            elapsed = int(ended - started) if started and ended else None
             if outcome == "success":
-                out[jid] = JobInfo(jid, states.COMPLETED, "COMPLETED")
+                out[jid] = JobInfo(jid, states.COMPLETED, "COMPLETED", elapsed=elapsed)
             else:
-                out[jid] = JobInfo(jid, states.FAILED, "FAILED")
+                out[jid] = JobInfo(jid, states.FAILED, "FAILED", elapsed=elapsed)
         return out
 
     def cancel(self, job_id: str, run_dir: Path) -> None:

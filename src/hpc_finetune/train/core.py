@@ -67,8 +67,10 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_num_workers, report_to=report_to or "none",
         push_to_hub=log.push_to_hub, hub_model_id=log.hub_model_id, save_only_model=False,
-        remove_unused_columns=False,
+        remove_unused_columns=False, average_tokens_across_devices=False,
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():
+        kwargs["ddp_backend"] = "gloo"  # CPU nodes: without this each process trains alone (world size 1)
     if cfg.launch.strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
         kwargs["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
     valid = {f.name for f in dataclasses.fields(SFTConfig)}
@@ -83,6 +85,12 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         return SFTConfig(**kwargs)
     except (ValueError, TypeError) as exc:
         raise UserError(f"rejected by SFTConfig: {str(exc).splitlines()[0]}", field="training") from None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def setup_wandb(cfg: RunConfig, output_dir: Path) -> Optional[str]:
