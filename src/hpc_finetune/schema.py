@@ -144,6 +144,8 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+            return float(value)  # PyYAML reads 1e-4 (no dot) as a string
     elif tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)

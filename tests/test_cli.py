@@ -1,0 +1,113 @@
+"""The CLI as a user meets it: fresh processes, one-line errors with exit status 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PY, cli
+
+HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "bitsandbytes", "wandb")
+
+
+def run_yaml(tmp_path, extra=""):
+    (tmp_path / "m").mkdir(exist_ok=True)
+    p = tmp_path / "run.yaml"
+    p.write_text("name: t\nmodel: {path: m}\ndata: {train_file: d.jsonl}\n" + extra)
+    return p
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_unknown_cluster(home, tmp_path):
+    proc = cli("render", "--cluster", "nosuch", str(run_yaml(tmp_path)))
+    assert_one_line_error(proc, "--cluster", "unknown cluster 'nosuch'", "known clusters: a100-example")
+
+
+def test_too_many_nodes_and_gpus(home, tmp_path):
+    cfg = str(run_yaml(tmp_path))
+    assert_one_line_error(cli("render", "--cluster", "devcluster", "--nodes", "3", cfg), "resources.nodes",
+                          "allows at most 2")
+    assert_one_line_error(cli("render", "--cluster", "devcluster", "--gpus", "5", cfg), "resources.gpus_per_node",
+                          "have 4")
+    assert_one_line_error(cli("render", "--cluster", "devcluster", "--time", "3:00:00", cfg), "longer than")
+
+
+def test_malformed_time(home, tmp_path):
+    assert_one_line_error(cli("render", "--time", "2 hours", str(run_yaml(tmp_path))), "resources.time",
+                          "malformed time '2 hours'")
+
+
+def test_malformed_yaml_and_wrong_type(home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [x\n")
+    assert_one_line_error(cli("render", str(bad)), str(bad), "malformed YAML")
+    assert_one_line_error(cli("render", str(run_yaml(tmp_path, "training: {packing: maybe}\n"))),
+                          "training.packing", "expected boolean")
+
+
+def test_missing_run(home):
+    assert_one_line_error(cli("status", "ghost"), "no run named 'ghost'")
+    assert_one_line_error(cli("logs", "ghost"), "no run named 'ghost'")
+    assert_one_line_error(cli("cancel", "ghost"), "no run named 'ghost'")
+
+
+def test_check_lists_every_problem_and_submit_writes_nothing(home, tmp_path):
+    """Five planted mistakes: five lines from check; submit refuses and leaves no run directory behind."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "nocol.jsonl").write_text(json.dumps({"text": "hi"}) + "\n")
+    (tmp_path / "model").mkdir()
+    cfg = tmp_path / "planted.yaml"
+    cfg.write_text("name: planted\nmodel: {path: model, tokenizer_path: tok}\n"
+                   "data: {train_file: nocol.jsonl, eval_file: empty.jsonl}\n")
+    proc = cli("check", str(cfg))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 5, proc.stderr
+    joined = "\n".join(lines)
+    for needle in ("no config.json", "no weights", "no tokenizer files", "no 'content' column", "is empty"):
+        assert needle in joined
+    proc = cli("submit", str(cfg))
+    assert proc.returncode == 2
+    assert not (home / "hpc-finetune" / "runs").exists() or not any((home / "hpc-finetune" / "runs").iterdir())
+
+
+def test_render_has_no_side_effects_and_matches_dry_run(home, tmp_path):
+    cfg = str(run_yaml(tmp_path))
+    a = cli("render", "--cluster", "devcluster", "--nodes", "1", cfg, check=True).stdout
+    b = cli("submit", "--dry-run", "--no-check", "--cluster", "devcluster", "--nodes", "1", cfg, check=True).stdout
+    assert a == b and a.startswith("#!/bin/bash\n#SBATCH")
+    assert not (home / "state" / "registry.sqlite").exists() or "t" not in cli("status").stdout.split()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["render", "RUN"], ["status"], ["submit", "--dry-run", "RUN"],
+                                  ["clusters"], ["check", "RUN"]])
+def test_login_commands_import_no_training_library(home, tmp_path, argv):
+    cfg = str(run_yaml(tmp_path))
+    (tmp_path / "d.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
+    argv = [cfg if a == "RUN" else a for a in argv]
+    code = ("import sys\nfrom hpc_finetune.cli.main import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\nprint('HEAVY=' + ','.join(heavy))\n")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True).stdout
+    assert "HEAVY=\n" in out or out.rstrip().endswith("HEAVY="), out
+
+
+def test_schema_lists_fields(home):
+    out = cli("schema", "run", check=True).stdout
+    assert "training.learning_rate" in out and "Peak learning rate" in out
+    assert "gpu_request" in cli("schema", "profile", check=True).stdout
+
+
+def test_version():
+    assert cli("--version").stdout.startswith("hpc-finetune ")

@@ -1,0 +1,126 @@
+"""Typed config and profile loading: every shipped profile validates; bad input is one clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpc_finetune.errors import UserError
+from hpc_finetune.profile import available_profiles, find_profile, load_profile_file
+from hpc_finetune.resources import data_dir
+from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.schema import apply_overrides, describe
+from hpc_finetune.timefmt import format_time, parse_time
+
+
+def test_every_shipped_profile_validates():
+    shipped = sorted(data_dir("clusters").glob("*.yaml"))
+    assert {p.stem for p in shipped} >= {"local", "devcluster", "a100-example"}
+    for path in shipped:
+        prof = load_profile_file(path)
+        assert prof.name == path.stem
+        assert prof.default_seconds <= prof.max_seconds
+
+
+def test_every_field_has_help():
+    from hpc_finetune.profile import ClusterProfile
+    from hpc_finetune.runconfig import RunConfig
+
+    for cls in (ClusterProfile, RunConfig):
+        for key, _tp, _default, help_text in describe(cls):
+            assert help_text.strip(), f"{cls.__name__}.{key} has no help"
+
+
+def write(tmp_path, text, name="run.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\ntraining: {learning_rat: 1}\n")
+    with pytest.raises(UserError) as exc:
+        load_run_config(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "training.learning_rat" in msg and "learning_rate" in msg
+
+
+def test_wrong_type_names_field_and_type(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\ntraining: {max_steps: ten}\n")
+    with pytest.raises(UserError, match=r"training.max_steps: expected integer, got a string 'ten'"):
+        load_run_config(p)
+
+
+def test_choices_are_listed(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\nmethod: dora\n")
+    with pytest.raises(UserError, match="'lora', 'qlora', 'lora-8bit', 'full'"):
+        load_run_config(p)
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: [unclosed\n")
+    with pytest.raises(UserError, match=r"malformed YAML: line \d+"):
+        load_run_config(p)
+
+
+def test_times_stay_strings_not_sexagesimal(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\nresources: {time: 1:30:00}\n")
+    assert load_run_config(p).resources.time == "1:30:00"
+
+
+@pytest.mark.parametrize("text,seconds", [("90", 5400), ("01:30:00", 5400), ("2-00:00:00", 172800),
+                                          ("1-12", 129600), ("10:30", 630)])
+def test_parse_time(text, seconds):
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1h", "abc", "0", "1:2:3:4", "-5"])
+def test_malformed_time(text):
+    with pytest.raises(UserError, match="malformed time|longer than zero"):
+        parse_time(text)
+
+
+def test_format_time():
+    assert format_time(3725) == "1:02:05" and format_time(90061) == "1-01:01:01"
+
+
+def test_newline_in_value_is_rejected(tmp_path):
+    p = write(tmp_path, 'name: x\nmodel: {path: "/m\\necho pwned"}\ndata: {train_file: /d.jsonl}\n')
+    with pytest.raises(UserError, match="control characters"):
+        load_run_config(p)
+
+
+def test_secrets_never_in_profiles(tmp_path):
+    p = write(tmp_path, "scheduler: slurm\nextra_env: {HF_TOKEN: hf_abc}\n", "site.yaml")
+    with pytest.raises(UserError, match="secrets never go into profiles"):
+        load_profile_file(p)
+
+
+def test_overrides_and_relative_paths(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: model}\ndata: {train_file: d.jsonl}\n")
+    cfg = load_run_config(p, ["training.learning_rate=2e-4", "lora.target_modules=q_proj,v_proj",
+                              "resources.nodes=2"])
+    assert cfg.training.learning_rate == 2e-4
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.resources.nodes == 2
+    assert cfg.model.path == str(tmp_path / "model")  # absolute: adapter_config.json keeps it as given
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["nokey"])
+
+
+def test_seed_defaults_are_explicit(tmp_path):
+    cfg = load_run_config(write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n"))
+    t = cfg.training
+    assert (t.learning_rate, t.lr_scheduler_type, t.weight_decay, t.seed, t.max_length) == (1e-4, "cosine", 1e-4,
+                                                                                           100, 2048)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules) == (8, 16, 0.1, "all-linear")
+
+
+def test_profile_search_order(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "local.yaml").write_text("scheduler: local\ndescription: my override\n")
+    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(site))
+    assert find_profile("local").description == "my override"
+    assert available_profiles()["local"] == site / "local.yaml"
+    with pytest.raises(UserError, match="unknown cluster 'nope'; known clusters: a100-example, devcluster, local"):
+        find_profile("nope")
