@@ -30,6 +30,11 @@ if [ -f "$STATE/pids" ]; then
   exit 2
 fi
 
+if ip link show hpcft-br >/dev/null 2>&1; then
+  echo "up.sh: another dev cluster runs on this machine (bridge hpcft-br exists); stop it with down.sh --state DIR" >&2
+  exit 2
+fi
+
 need=""
 for b in slurmctld slurmd slurmdbd munged mariadbd sacctmgr ip nsenter unshare; do
   command -v "$b" >/dev/null 2>&1 || need="$need $b"

@@ -1,0 +1,142 @@
+"""The real dev cluster (Debian's Slurm 22.05, two slurmd hosts in network namespaces, fake GPUs).
+
+Every command runs in a fresh process, as a user in a new shell long after `submit` exited.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+from hpc_finetune.cli.common import build
+from hpc_finetune.profile import find_profile
+from hpc_finetune.runconfig import load_run_config
+
+pytestmark = pytest.mark.slurm
+
+
+def status_of(run_id: str) -> dict:
+    rows = json.loads(cli("status", run_id, "--json", check=True).stdout)
+    return rows[0]
+
+
+def wait_state(run_id: str, states: set[str], timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        row = status_of(run_id)
+        seen.append(row["state"])
+        if row["state"] in states:
+            return row
+        time.sleep(1.5)
+    raise AssertionError(f"{run_id} never reached {states}; states seen: {seen[-5:]}")
+
+
+def submit(*args: str) -> str:
+    out = cli("submit", "--cluster", "devcluster", *args, check=True).stdout
+    return re.search(r"submitted run (\S+) as job (\d+)", out).group(1)
+
+
+def log_text(run_id: str, task: int = 0) -> str:
+    return cli("logs", run_id, "--task", str(task), check=True).stdout
+
+
+def test_one_node_two_gpus_cancel_and_requeue(home, devcluster, demo_dir):
+    run = submit("--nodes", "1", "--gpus", "2", "--set", "logging.wandb=disabled", str(demo_dir / "run.yaml"))
+    seen = {status_of(run)["state"]}
+    row = wait_state(run, {"completed", "failed"})
+    assert row["state"] == "completed", log_text(run)
+    assert seen <= {"pending", "running", "completed"}
+    assert row["progress"]["step"] == 30 and row["progress"]["final_loss"] is not None
+    log = log_text(run)
+    assert "CUDA_VISIBLE_DEVICES=0,1" in log  # two fake GPUs from Slurm's gres
+    assert "world_size=2" in log  # one process per GPU
+    run_dir = Path(json.loads(cli("status", run, "--json").stdout)[0]["run_dir"])
+    script = (run_dir / "job.sh").read_text()
+    assert 'export TRITON_CACHE_DIR="${TMPDIR:-/tmp}/triton-cache"' in script
+
+    # a second run: cancel it while it runs, then requeue it into the same run directory
+    run2 = submit("--nodes", "1", "--gpus", "0", "--set", "logging.wandb=disabled", "--set",
+                  "training.max_steps=5000", str(demo_dir / "run.yaml"))
+    wait_state(run2, {"running"})
+    first_job = status_of(run2)["job_id"]
+    assert cli("cancel", run2).returncode == 0
+    assert wait_state(run2, {"cancelled"}, timeout=120)["state"] == "cancelled"
+    out = cli("requeue", run2, check=True).stdout
+    assert "new job" in out
+    row = status_of(run2)
+    assert row["job_id"] != first_job and row["segments"] == 2 and row["requeues"] == 1
+    record = json.loads((Path(row["run_dir"]) / "record.json").read_text())
+    assert [s["job_id"] for s in record["segments"]] == [first_job, row["job_id"]]
+    assert record["segments"][0]["state"] == "cancelled"
+    wait_state(run2, {"running", "pending"})
+    cli("cancel", run2, check=True)
+
+
+def test_two_node_ddp_ranks_spread_over_two_hosts(home, devcluster, demo_dir):
+    run = submit("--nodes", "2", "--gpus", "0", "--set", "launch.processes_per_node=2", "--set",
+                 "logging.wandb=disabled", str(demo_dir / "run.yaml"))
+    row = wait_state(run, {"completed", "failed"}, timeout=400)
+    logs = log_text(run, 0) + log_text(run, 1)
+    assert row["state"] == "completed", logs
+    ranks = dict(re.findall(r"hpc-finetune train: host=(\S+) rank=(\d) world_size=4", logs))
+    hosts_by_rank = {int(r): h for h, r in re.findall(r"hpc-finetune train: host=(\S+) rank=(\d) world_size=4", logs)}
+    assert sorted(hosts_by_rank) == [0, 1, 2, 3] and set(hosts_by_rank.values()) == {"node1", "node2"}
+    assert ranks
+    nodes = re.findall(r"hpc-finetune node: host=(\S+) node_rank=(\d)/2 main=(\S+)", logs)
+    assert {(h, r) for h, r, _ in nodes} == {("node1", "0"), ("node2", "1")}  # distinct machine ranks
+    assert len({m for _, _, m in nodes}) == 1  # one main address and port for all
+    out = Path(row["run_dir"]) / "output"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_two_jobs_on_the_same_nodes_do_not_collide(home, devcluster, demo_dir):
+    runs = [submit("--nodes", "2", "--gpus", "0", "--set", "launch.processes_per_node=1", "--set",
+                   "logging.wandb=disabled", "--set", "training.max_steps=10", "--set",
+                   "resources.time=00:10:00", str(demo_dir / "run.yaml")) for _ in range(2)]
+    rows = [wait_state(r, {"completed", "failed"}, timeout=400) for r in runs]
+    assert [r["state"] for r in rows] == ["completed", "completed"], [log_text(r) for r in runs]
+    ports = {re.search(r"main=\S+:(\d+)", log_text(r)).group(1) for r in runs}
+    assert len(ports) == 2
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "deepspeed", "fsdp"])
+def test_two_by_four_scripts_pass_sbatch_test_only(home, devcluster, tmp_path, strategy):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(f"name: t\nmodel: {{path: /m}}\ndata: {{train_file: /d.jsonl}}\n"
+                        f"launch: {{strategy: {strategy}}}\nresources: {{nodes: 2, gpus_per_node: 4}}\n")
+    prep = build(find_profile("devcluster"), load_run_config(cfg_path), tmp_path / "rundir", source="x")
+    script = tmp_path / "job.sh"
+    script.write_text(prep.script)
+    proc = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
+
+
+def test_status_makes_one_scheduler_call_for_many_runs(home, devcluster, demo_dir, monkeypatch):
+    from hpc_finetune.cli.status import collect
+    from hpc_finetune.records import Registry, RunRecord, Segment
+    from hpc_finetune.scheduler.slurm import SlurmScheduler
+
+    registry = Registry()
+    for i in range(25):
+        rd = home / "runs" / f"r{i}"
+        rd.mkdir(parents=True)
+        rec = RunRecord(run_id=f"r{i}", name="r", cluster="devcluster", scheduler="slurm", run_dir=str(rd),
+                        output_dir=str(rd / "out"), created=i, nodes=1, gpus_per_node=0, processes_per_node=1,
+                        time_seconds=60, segments=[Segment(job_id=str(900000 + i), started_by="submit",
+                                                           submitted=0)])
+        rec.save()
+        registry.upsert(rec)
+    calls = []
+    original = SlurmScheduler.query
+    monkeypatch.setattr(SlurmScheduler, "query", lambda self, ids, dirs: calls.append(ids) or original(self, ids,
+                                                                                                        dirs))
+    rows = collect(registry, None)
+    assert len(rows) == 25 and len(calls) == 1 and len(calls[0]) == 25
