@@ -8,6 +8,7 @@ Login-light: no training library is imported here.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -89,6 +90,7 @@ class NodeProgram:
     strategy: str = "ddp"
     launcher: str = "accelerate"
     python: str = ""
+    output_dir: str = ""
 
     def command(self, info: NodeInfo) -> list[str]:
         run_yaml = str(Path(self.run_dir) / "run.yaml")
@@ -121,11 +123,54 @@ class NodeProgram:
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
         print(f"hpc-finetune launch: {shlex.join(cmd)}", flush=True)
         started = time.time()
-        self._proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_checkpoint_signal)
+        self._attempt("start", info, restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
+        # its own process group, so that the checkpoint signal can be forwarded to every trainer of this node
+        self._proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_checkpoint_signal, start_new_session=True)
         rc = self._proc.wait()
         if rc != 0:
+            self._attempt("failed", info, returncode=rc)
             raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
+        out = Path(self.output_dir or Path(self.run_dir) / "output")
+        interrupted = (out / "interrupted.json").exists() and not (out / "summary.json").exists()
+        self._attempt("checkpointed" if interrupted else "completed", info)
         return {"node_rank": info.node_rank, "returncode": rc, "seconds": round(time.time() - started, 1)}
+
+    def _attempt(self, event: str, info: NodeInfo, **extra: object) -> None:
+        """RUN_DIR/attempts.jsonl: one line per start and end of a job segment (node 0 only), for `status`."""
+        if info.node_rank != 0:
+            return
+        line = {"event": event, "job_id": info.job_id, "host": info.hostname, "time": time.time(), **extra}
+        with open(Path(self.run_dir) / "attempts.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def checkpoint(self, *args: object, **kwargs: object) -> object:
+        """Called by submitit on the checkpoint signal (time limit or preemption) in node 0's task.
+
+        Forwards the signal to this node's trainers, waits until they saved a complete checkpoint and exited, and
+        hands submitit the same program to requeue: the next segment resumes from that checkpoint.
+        """
+        import submitit
+
+        proc = getattr(self, "_proc", None)
+        name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2")
+        info = node_info()
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, getattr(signal, f"SIG{name}"))
+            except ProcessLookupError:
+                pass
+            # Not proc.wait(): the interrupted main thread holds Popen's wait lock. Reap the child directly.
+            deadline = time.time() + float(os.environ.get("HPCFT_SAVE_TIMEOUT", "600"))
+            while time.time() < deadline:
+                try:
+                    pid, _status = os.waitpid(proc.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.2)
+        self._attempt("requeued", info, reason="time limit or preemption signal")
+        return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_proc"}

@@ -58,6 +58,7 @@ class RunRecord:
     state: str = "pending"
     reason: str = ""
     requeues: int = 0
+    auto_requeues: int = 0
 
     @property
     def job_id(self) -> str:
@@ -106,7 +107,7 @@ class Registry:
         last = rec.segments[-1] if rec.segments else None
         row = (rec.run_id, rec.run_dir, rec.cluster, rec.scheduler, rec.created, rec.nodes, rec.gpus_per_node,
                rec.time_seconds, rec.job_id, rec.state, rec.reason, last.elapsed if last else None,
-               len(rec.segments), rec.requeues, json.dumps(progress) if progress else None)
+               len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None)
         with self.db:
             self.db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES "
                             f"({', '.join('?' * len(COLUMNS))})", row)

@@ -17,6 +17,21 @@ def progress_of(rec: RunRecord) -> Optional[dict]:
     return read_json(out_dir / "summary.json") or read_json(out_dir / "progress.json")
 
 
+def attempts(rec: RunRecord) -> list[dict]:
+    """Job segments as node 0 logged them (start, checkpointed/requeued, completed, failed)."""
+    import json
+
+    path = Path(rec.run_dir) / "attempts.jsonl"
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def auto_requeues(rec: RunRecord) -> int:
+    return sum(1 for a in attempts(rec) if a.get("event") == "requeued")
+
+
 def refresh(registry: Registry, records: list[RunRecord],
             schedulers: Optional[dict[str, Scheduler]] = None) -> dict[str, Scheduler]:
     """Query the live jobs of ``records`` (batched), update records on disk and the index. Returns schedulers."""
@@ -39,6 +54,9 @@ def refresh(registry: Registry, records: list[RunRecord],
                     rec.state, changed = info.state, True
                 if info.state in ENDED and not seg.reason:
                     seg.reason = info.raw_state
+            auto = auto_requeues(rec)
+            if auto != rec.auto_requeues:
+                rec.auto_requeues, changed = auto, True
             progress = progress_of(rec)
             if changed:
                 rec.save()

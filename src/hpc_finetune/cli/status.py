@@ -65,10 +65,19 @@ def table(rows: list[dict]) -> str:
 
 def segments_text(rec: RunRecord) -> str:
     lines = [f"run {rec.run_id}: {rec.state}{' - ' + rec.reason if rec.reason else ''}; "
-             f"{len(rec.segments)} job segment(s), {rec.requeues} requeue(s); run dir {rec.run_dir}"]
+             f"{len(rec.segments)} job(s), {rec.requeues + rec.auto_requeues} requeue(s); run dir {rec.run_dir}"]
     for i, s in enumerate(rec.segments, 1):
         lines.append(f"  {i}. job {s.job_id} ({s.started_by}) {s.state} {s.reason} "
                      f"elapsed {format_time(s.elapsed)} nodes {s.nodelist or '-'}")
+    from hpc_finetune.tracking import attempts
+
+    events = attempts(rec)
+    if events:
+        lines.append("  segments as logged by node 0:")
+        for a in events:
+            stamp = time.strftime("%H:%M:%S", time.localtime(a["time"]))
+            extra = " ".join(f"{k}={v}" for k, v in a.items() if k not in ("event", "job_id", "time", "host"))
+            lines.append(f"    {stamp} job {a['job_id']} on {a['host']}: {a['event']} {extra}".rstrip())
     return "\n".join(lines)
 
 
