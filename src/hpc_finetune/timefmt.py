@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from hpc_finetune.errors import UserError
 
@@ -34,6 +35,7 @@ def parse_time(value: str | int, *, source: str | None = None, field: str | None
     return total
 
 
+@lru_cache(maxsize=4096)
 def format_time(seconds: int | float | None) -> str:
     """Seconds as Slurm writes them: ``H:MM:SS`` or ``D-HH:MM:SS``."""
     if seconds is None:

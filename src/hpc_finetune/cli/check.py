@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_finetune.cli.common import add_run_arguments, prepare
-from hpc_finetune.records import Registry
+from hpc_finetune.cli.args import add_run_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_finetune.cli.common import prepare
+    from hpc_finetune.records import Registry
     from hpc_finetune.check import raise_problems
 
     prep = prepare(args, Registry())

@@ -18,17 +18,6 @@ from hpc_finetune.runconfig import RunConfig, load_run_config
 from hpc_finetune.schema import to_dict
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="run config (YAML)")
-    p.add_argument("--cluster", "-c", help="cluster profile name or file (default: $HPC_FINETUNE_CLUSTER or local)")
-    p.add_argument("--nodes", "-N", type=int, help="nodes")
-    p.add_argument("--gpus", "-G", type=int, help="GPUs per node (0: CPU only)")
-    p.add_argument("--time", "-t", help="time limit, e.g. 04:00:00 or 1-00:00:00")
-    p.add_argument("--partition", "-p", help="partition")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set training.learning_rate=2e-4 (repeatable)")
-
-
 @dataclass
 class Prepared:
     profile: ClusterProfile

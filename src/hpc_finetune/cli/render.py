@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_finetune.cli.common import add_run_arguments, prepare
-from hpc_finetune.records import Registry
-from hpc_finetune.render import launch_files
+from hpc_finetune.cli.args import add_run_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_finetune.cli.common import prepare
+    from hpc_finetune.records import Registry
+    from hpc_finetune.render import launch_files
     prep = prepare(args, Registry())
     sys.stdout.write(prep.script)
     if args.all:

@@ -44,9 +44,14 @@ def collect(registry: Registry, run: str | None) -> list[dict]:
             refresh(registry, [RunRecord.load(__import__("pathlib").Path(r["run_dir"])) for r in live])
         rows = registry.rows()
     out = []
+    parsed: dict[str, dict] = {}
     for r in rows:
         d = dict(r)
-        d["progress"] = json.loads(d["progress"]) if d["progress"] else None
+        raw = d["progress"]
+        if raw:
+            if raw not in parsed:
+                parsed[raw] = json.loads(raw)
+            d["progress"] = parsed[raw]
         out.append(d)
     return out
 

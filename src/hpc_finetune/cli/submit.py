@@ -6,9 +6,7 @@ import argparse
 import shutil
 import sys
 
-from hpc_finetune.cli.common import add_run_arguments, config_yaml, prepare, profile_yaml
-from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
-from hpc_finetune.render import launch_files
+from hpc_finetune.cli.args import add_run_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_finetune.cli.common import config_yaml, prepare, profile_yaml
+    from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
+    from hpc_finetune.render import launch_files
     registry = Registry()
     prep = prepare(args, registry)
     spec = prep.spec
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait(registry: Registry, rec: RunRecord) -> int:
+def wait(registry, rec) -> int:
     """Poll until the run's job ends; print the status line; exit 0 only if it completed."""
     import time
 

@@ -1,0 +1,92 @@
+"""Login-node latency: wall time of CLI commands against `python -c pass` and `python -c "import trl"`.
+
+    .venv/bin/python bench/login_latency.py [--repeats 5] [--out bench/RESULTS.md]
+
+Each figure is the median of N runs, the commands alternating round-robin so that machine noise hits all alike,
+and is reported as a ratio against the baselines measured in the same run. `status` reads synthetic run records
+(1k, 10k, 50k, written by this script into a temporary HPC_FINETUNE_HOME); ended runs need no scheduler call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+
+def synthetic_registry(home: Path, n: int) -> None:
+    env_home = os.environ.get("HPC_FINETUNE_HOME")
+    os.environ["HPC_FINETUNE_HOME"] = str(home)
+    from hpc_finetune.records import Registry
+
+    reg = Registry()
+    rows = [(f"run-{i}", f"/work/u/runs/run-{i}", "devcluster", "slurm", 1.7e9 + i, 1 + i % 2, 4, 3600,
+             str(1000 + i), "completed" if i % 3 else "timeout", "", 3000, 1, 0,
+             '{"step": 100, "max_steps": 100, "final_loss": 1.23}') for i in range(n)]
+    reg.insert_many(rows)
+    reg.close()
+    if env_home is None:
+        os.environ.pop("HPC_FINETUNE_HOME")
+    else:
+        os.environ["HPC_FINETUNE_HOME"] = env_home
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hpcft-bench-"))
+    cfg = work / "run.yaml"
+    cfg.write_text("name: b\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n")
+    env = dict(os.environ, HOME=str(work), USER="bench")
+    cases: dict[str, tuple[list[str], dict]] = {
+        "python -c pass": ([PY, "-c", "pass"], env),
+        "python -c 'import trl'": ([PY, "-c", "import trl"], env),
+        "python -c 'from trl import SFTTrainer'": ([PY, "-c", "from trl import SFTTrainer"], env),
+        "hpc-finetune --help": ([PY, "-m", "hpc_finetune", "--help"], env),
+        "hpc-finetune render (a100-example, 2 nodes)": (
+            [PY, "-m", "hpc_finetune", "render", "--cluster", "a100-example", "--nodes", "2", str(cfg)],
+            dict(env, HPC_FINETUNE_HOME=str(work / "empty"))),
+    }
+    for n in (1000, 10000, 50000):
+        home = work / f"reg{n}"
+        synthetic_registry(home, n)
+        cases[f"hpc-finetune status ({n:,} runs)"] = ([PY, "-m", "hpc_finetune", "status"],
+                                                     dict(env, HPC_FINETUNE_HOME=str(home)))
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for name, (cmd, e) in cases.items():  # warm-up (page cache, .pyc)
+        timed(cmd, e)
+    for _ in range(args.repeats):
+        for name, (cmd, e) in cases.items():
+            samples[name].append(timed(cmd, e))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    base, trl = med["python -c pass"], med["python -c 'import trl'"]
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+             f"median of {args.repeats} alternating runs; {time.strftime('%Y-%m-%d')}", "",
+             "| command | median s | x python -c pass | import trl / this |", "|---|---:|---:|---:|"]
+    for k, v in med.items():
+        lines.append(f"| {k} | {v:.3f} | {v / base:.2f} | {trl / v:.1f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(args.out.read_text() + "\n" + table + "\n" if args.out.exists() else table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
