@@ -141,23 +141,3 @@ def test_status_makes_one_scheduler_call_for_many_runs(home, devcluster, demo_di
     rows = collect(registry, None)
     assert len(rows) == 25 and len(calls) == 1 and len(calls[0]) == 25
 
-
-def test_time_limit_save_requeue_resume_without_losing_steps(home, devcluster, demo_dir):
-    """A 1-minute limit and work for several: save on the signal, requeue itself, resume; every step exactly once."""
-    run = submit("--nodes", "1", "--gpus", "0", "--time", "00:01:00", "--set", "logging.wandb=offline",
-                 "--set", "training.max_steps=600", "--set", "training.save_steps=100000",
-                 "--set", "training.logging_steps=50", str(demo_dir / "run.yaml"))
-    row = wait_state(run, {"completed", "failed", "timeout", "cancelled"}, timeout=900)
-    run_dir = Path(row["run_dir"])
-    events = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
-    assert row["state"] == "completed", (events, log_text(run)[-3000:])
-    requeued = [e for e in events if e["event"] == "requeued"]
-    assert len(requeued) >= 1 and row["requeues"] == len(requeued)
-    out = run_dir / "output"
-    steps = [int(s) for s in (out / "steps.log").read_text().split()]
-    assert steps == list(range(1, 601)), "every optimizer step exactly once across the segments"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["step"] == 600 and summary["resumed_from"]
-    wandb_id = (out / "wandb_run_id").read_text()
-    assert summary["wandb_run_id"] == wandb_id
-    assert "segments as logged by node 0" in cli("status", run, "--segments", check=True).stdout
