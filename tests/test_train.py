@@ -190,3 +190,30 @@ def test_bad_data_is_one_error_before_training(home, demo_dir, tmp_path):
                f"output_dir={tmp_path / 'o'}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "unknown role 'wizard'" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "json", "arrow", "save_to_disk"])
+def test_every_local_data_format_loads(home, demo_dir, tmp_path, kind):
+    from datasets import Dataset
+
+    from hpc_finetune.train import data as data_mod
+    from hpc_finetune.train.model import load_tokenizer
+
+    rows = [json.loads(line) for line in (demo_dir / "text.jsonl").read_text().splitlines()][:60]
+    ds = Dataset.from_list(rows)
+    target = tmp_path / {"parquet": "d.parquet", "csv": "d.csv", "json": "d.json", "arrow": "d",
+                         "save_to_disk": "folder"}[kind]
+    if kind == "parquet":
+        ds.to_parquet(str(target))
+    elif kind == "csv":
+        ds.to_csv(str(target), index=False)
+    elif kind == "json":
+        target.write_text(json.dumps(rows))
+    elif kind == "arrow":
+        ds.save_to_disk(str(tmp_path / "tmpds"))
+        target = next((tmp_path / "tmpds").glob("*.arrow"))
+    else:
+        ds.save_to_disk(str(target))
+    cfg = config(demo_dir, tmp_path, f"data.train_file={target}", "data.eval_file=null")
+    train_ds, eval_ds, info = data_mod.prepare(cfg, load_tokenizer(cfg))
+    assert info["cache"] == "miss" and len(train_ds) > 0 and eval_ds is None
