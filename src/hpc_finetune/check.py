@@ -17,23 +17,23 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, spec: JobSpec, *, con
     def add(field: str, msg: str) -> None:
         problems.append(UserError(msg, source=config_source, field=field))
 
-    problems += _model_problems(cfg, profile, add)
-    problems += _data_problems(cfg, add)
+    _model_problems(cfg, profile, add)
+    _data_problems(cfg, add)
     _writable(spec.run_dir.parent, "output (run directory root)", add)
     return problems
 
 
-def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> list[UserError]:
+def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> None:
     path = cfg.model.path
     if is_hub_id(path):
         if profile.offline:
             add("model.path", f"{path!r} is a hub id but cluster {profile.name!r} is offline; download it on the "
                               "login node (huggingface-cli download) and give the local folder")
-        return []
+        return
     folder = Path(path)
     if not folder.is_dir():
         add("model.path", f"model folder {folder} does not exist")
-        return []
+        return
     if not (folder / "config.json").is_file():
         add("model.path", f"{folder} has no config.json: not a transformers model folder")
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
@@ -42,10 +42,9 @@ def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> list[UserEr
     if not any((tok / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         add("model.tokenizer_path" if cfg.model.tokenizer_path else "model.path",
             f"{tok} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
-    return []
 
 
-def _data_problems(cfg: RunConfig, add) -> list[UserError]:
+def _data_problems(cfg: RunConfig, add) -> None:
     from hpc_finetune.datacheck import check_data_file
 
     for field in ("train_file", "eval_file"):
@@ -54,7 +53,6 @@ def _data_problems(cfg: RunConfig, add) -> list[UserError]:
             msg = check_data_file(Path(value), cfg.data)
             if msg:
                 add(f"data.{field}", msg)
-    return []
 
 
 def _writable(folder: Path, what: str, add) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune.render import CACHE_VARS
+from hpc_finetune.envvars import CACHE_VARS
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -110,7 +110,7 @@ class NodeProgram:
                 "--main_process_port", str(info.port), "-m", "hpc_finetune.train", run_yaml]
 
     def __call__(self) -> dict:
-        info = node_info()
+        info = self._info = node_info()
         for var in CACHE_VARS:
             if os.environ.get(var):
                 os.makedirs(os.environ[var], exist_ok=True)  # node-local caches exist on every node
@@ -153,7 +153,7 @@ class NodeProgram:
 
         proc = getattr(self, "_proc", None)
         name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2")
-        info = node_info()
+        info = getattr(self, "_info", None) or node_info()
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, getattr(signal, f"SIG{name}"))
@@ -173,4 +173,4 @@ class NodeProgram:
         return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_info")}

@@ -18,16 +18,12 @@ from typing import Any
 import jinja2
 
 from hpc_finetune import __version__
+from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.resources import data_dir
 
 _VAR_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[A-Za-z0-9_/.@%+=,-]*)?\}|\$[A-Za-z_][A-Za-z0-9_]*")
-OFFLINE_VARS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "WANDB_MODE": "offline"}
-CACHE_VARS = {"HF_HOME": "hf_home", "HF_DATASETS_CACHE": "hf_datasets_cache",
-              "TRITON_CACHE_DIR": "triton_cache_dir", "TORCHINDUCTOR_CACHE_DIR": "torchinductor_cache_dir",
-              "WANDB_DIR": "wandb_dir"}
 
 
 def quote(value: Any) -> str:

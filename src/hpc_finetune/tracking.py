@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune.records import Registry, RunRecord, read_json
+from hpc_finetune.records import Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
 from hpc_finetune.states import ENDED, LIVE
 
@@ -62,3 +62,10 @@ def refresh(registry: Registry, records: list[RunRecord],
                 rec.save()
             registry.upsert(rec, progress)
     return schedulers
+
+
+def current(registry: Registry, run: str) -> RunRecord:
+    """One run (id or run directory), brought up to date with the scheduler."""
+    rec = load_record(registry, run)
+    refresh(registry, [rec])
+    return rec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hpc_finetune.errors import UserError
-from hpc_finetune.records import Registry, load_record
+from hpc_finetune.records import Registry
 from hpc_finetune.states import LIVE
 
 
@@ -15,11 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_finetune.scheduler import get_scheduler
-    from hpc_finetune.tracking import refresh
+    from hpc_finetune.tracking import current
 
-    registry = Registry()
-    rec = load_record(registry, args.run)
-    refresh(registry, [rec])
+    rec = current(Registry(), args.run)
     if rec.state not in LIVE:
         raise UserError(f"run {rec.run_id} is already {rec.state}; nothing to cancel", source="cancel")
     get_scheduler(rec.scheduler).cancel(rec.job_id, rec.path.parent)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from hpc_finetune.errors import UserError
-from hpc_finetune.records import Registry, Segment, load_record, now
+from hpc_finetune.records import Registry, Segment, now
 from hpc_finetune.states import LIVE, REQUEUEABLE, RUNNING
 
 
@@ -19,11 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from hpc_finetune.profile import load_profile_file
     from hpc_finetune.runconfig import load_run_config
     from hpc_finetune.scheduler import get_scheduler
-    from hpc_finetune.tracking import refresh
+    from hpc_finetune.tracking import current
 
     registry = Registry()
-    rec = load_record(registry, args.run)
-    refresh(registry, [rec])
+    rec = current(registry, args.run)
     scheduler = get_scheduler(rec.scheduler)
     if rec.state == RUNNING:
         scheduler.requeue_running(rec.job_id)

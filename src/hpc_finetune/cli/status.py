@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from hpc_finetune.records import Registry, RunRecord, load_record
 from hpc_finetune.timefmt import format_time
@@ -33,15 +34,14 @@ def _progress_text(progress: dict | None) -> str:
 
 
 def collect(registry: Registry, run: str | None) -> list[dict]:
-    from hpc_finetune.tracking import refresh
+    from hpc_finetune.tracking import current, refresh
 
     if run is not None:
-        refresh(registry, [load_record(registry, run)])
-        rows = registry.rows(load_record(registry, run).run_id)
+        rows = registry.rows(current(registry, run).run_id)
     else:
         live = registry.live_rows()
         if live:
-            refresh(registry, [RunRecord.load(__import__("pathlib").Path(r["run_dir"])) for r in live])
+            refresh(registry, [RunRecord.load(Path(r["run_dir"])) for r in live])
         rows = registry.rows()
     out = []
     parsed: dict[str, dict] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -86,7 +85,3 @@ class SaveOnSignalCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

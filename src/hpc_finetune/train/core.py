@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_finetune.checkpoints import last_complete
+from hpc_finetune.envvars import HUB_OFFLINE_VARS
 from hpc_finetune.errors import UserError
 from hpc_finetune.records import write_atomic
 from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
+from hpc_finetune.train.data import global_rank as rank
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def default_output_dir(cfg: RunConfig) -> Path:
@@ -33,9 +30,9 @@ def set_offline(cfg: RunConfig) -> None:
     """Local paths mean no network at all; a hub id while offline is an error naming the fix."""
     hub = [v for v in (cfg.model.path, cfg.model.tokenizer_path) if v and is_hub_id(v)]
     if not hub and not (cfg.data.dataset_name and is_hub_id(cfg.data.dataset_name)):
-        for var in OFFLINE_VARS:
+        for var in HUB_OFFLINE_VARS:
             os.environ[var] = "1"
-    elif any(os.environ.get(v) == "1" for v in OFFLINE_VARS):
+    elif any(os.environ.get(v) == "1" for v in HUB_OFFLINE_VARS):
         raise UserError(f"{hub[0] if hub else cfg.data.dataset_name!r} is a hub id but this node is offline "
                         "(HF_HUB_OFFLINE=1); download it where there is internet and set the local folder",
                         field="model.path" if hub else "data.dataset_name")
@@ -172,7 +169,7 @@ def train(cfg: RunConfig) -> dict:
     train_seconds = time.time() - t0
     state = trainer.state
     summary = {
-        "run": cfg.name, "method": cfg.method, "world_size": world, "hosts": None,
+        "run": cfg.name, "method": cfg.method, "world_size": world,
         "step": state.global_step, "max_steps": state.max_steps,
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
         "train_loss": result.training_loss, "resumed_from": resume, "tokenized_cache": info["cache"],
