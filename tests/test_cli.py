@@ -40,6 +40,8 @@ def test_too_many_nodes_and_gpus(home, tmp_path):
     assert_one_line_error(cli("render", "--cluster", "devcluster", "--gpus", "5", cfg), "resources.gpus_per_node",
                           "have 4")
     assert_one_line_error(cli("render", "--cluster", "devcluster", "--time", "3:00:00", cfg), "longer than")
+    assert_one_line_error(cli("render", "--cluster", "devcluster", "--gpus", "0", "--set", "launch.strategy=fsdp",
+                              cfg), "launch.strategy", "fsdp needs GPUs")
 
 
 def test_malformed_time(home, tmp_path):

@@ -68,6 +68,9 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
     if gpus and procs != gpus:
         raise UserError(f"{procs} processes per node with {gpus} GPUs per node: use one process per GPU",
                         source=source, field="launch.processes_per_node")
+    if not gpus and cfg.launch.strategy == "fsdp":
+        raise UserError("fsdp needs GPUs (accelerate's FSDP plugin asks for the current CUDA device); on CPU nodes "
+                        "use launch.strategy: ddp or deepspeed", source=source, field="launch.strategy")
     if gpus:
         cpus = profile.cpus_per_gpu * gpus
         mem = _scale_mem(profile.mem_per_gpu, gpus)
