@@ -8,4 +8,4 @@ OFFLINE_VARS = {**{name: "1" for name in HUB_OFFLINE_VARS}, "WANDB_MODE": "offli
 # Cache variable -> field of the profile's `caches` section.
 CACHE_VARS = {"HF_HOME": "hf_home", "HF_DATASETS_CACHE": "hf_datasets_cache",
               "TRITON_CACHE_DIR": "triton_cache_dir", "TORCHINDUCTOR_CACHE_DIR": "torchinductor_cache_dir",
-              "WANDB_DIR": "wandb_dir"}
+              "TORCH_EXTENSIONS_DIR": "torch_extensions_dir", "WANDB_DIR": "wandb_dir"}

@@ -56,6 +56,8 @@ class Caches:
     triton_cache_dir: str = opt("{node_local}/triton-cache", "TRITON_CACHE_DIR (created before launch; keep it "
                                                              "node-local: Triton's cache breaks on NFS).")
     torchinductor_cache_dir: str = opt("{node_local}/torchinductor-cache", "TORCHINDUCTOR_CACHE_DIR.")
+    torch_extensions_dir: str = opt("{shared_root}/.cache/torch_extensions", "TORCH_EXTENSIONS_DIR: DeepSpeed's "
+                                    "JIT-compiled ops (CPU Adam, ...), shared so they compile once, not per job.")
     wandb_dir: str = opt("{run_dir}", "WANDB_DIR: wandb's files, under the run directory by default.")
 
 
