@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,71 @@ def devcluster(tmp_path_factory):
         else:
             os.environ[k] = v
     shutil.rmtree(shared, ignore_errors=True)
+
+
+def wandb_offline_history(run_file: Path) -> tuple[str, list[int]]:
+    """(run id, logged train/global_step values) of one offline `run-ID.wandb` file, read without the network.
+
+    The file is wandb's transaction log (LevelDB log framing: 32 KiB blocks, 7-byte record headers) of protobuf
+    records; wandb 0.31 has no Python reader, so the framing is undone here and wandb's own protobuf parses them.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B", f"{run_file} is not a wandb transaction log"
+    pos, block, buf = 7, 32768, b""
+    run_id, steps = "", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST piece of a record
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(buf)
+            buf = b""
+            kind_name = rec.WhichOneof("record_type")
+            if kind_name == "run":
+                run_id = rec.run.run_id
+            elif kind_name == "history":
+                items = {i.key or "/".join(i.nested_key): i.value_json for i in rec.history.item}
+                if "train/global_step" in items and "train/loss" in items:
+                    steps.append(int(json.loads(items["train/global_step"])))
+    return run_id, steps
+
+
+# --- the dev cluster through the real CLI, as a user in a new shell would drive it
+
+def status_of(run_id: str) -> dict:
+    rows = json.loads(cli("status", run_id, "--json", check=True).stdout)
+    return rows[0]
+
+
+def wait_state(run_id: str, states: set[str], timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        row = status_of(run_id)
+        seen.append(row["state"])
+        if row["state"] in states:
+            return row
+        time.sleep(1.5)
+    raise AssertionError(f"{run_id} never reached {states}; states seen: {seen[-5:]}")
+
+
+def submit(*args: str) -> str:
+    out = cli("submit", "--cluster", "devcluster", *args, check=True).stdout
+    return re.search(r"submitted run (\S+) as job (\d+)", out).group(1)
+
+
+def log_text(run_id: str, task: int = 0) -> str:
+    return cli("logs", run_id, "--task", str(task), check=True).stdout

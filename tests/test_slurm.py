@@ -8,43 +8,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, log_text, status_of, submit, wait_state
 from hpc_finetune.cli.common import build
 from hpc_finetune.profile import find_profile
 from hpc_finetune.runconfig import load_run_config
 
 pytestmark = pytest.mark.slurm
-
-
-def status_of(run_id: str) -> dict:
-    rows = json.loads(cli("status", run_id, "--json", check=True).stdout)
-    return rows[0]
-
-
-def wait_state(run_id: str, states: set[str], timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    seen = []
-    while time.time() < deadline:
-        row = status_of(run_id)
-        seen.append(row["state"])
-        if row["state"] in states:
-            return row
-        time.sleep(1.5)
-    raise AssertionError(f"{run_id} never reached {states}; states seen: {seen[-5:]}")
-
-
-def submit(*args: str) -> str:
-    out = cli("submit", "--cluster", "devcluster", *args, check=True).stdout
-    return re.search(r"submitted run (\S+) as job (\d+)", out).group(1)
-
-
-def log_text(run_id: str, task: int = 0) -> str:
-    return cli("logs", run_id, "--task", str(task), check=True).stdout
 
 
 def test_one_node_two_gpus_cancel_and_requeue(home, devcluster, demo_dir):

@@ -8,7 +8,6 @@ Login-light: no training library is imported here.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune import segments
 from hpc_finetune.envvars import CACHE_VARS
 
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -91,6 +91,9 @@ class NodeProgram:
     launcher: str = "accelerate"
     python: str = ""
     output_dir: str = ""
+    time_seconds: int = 0
+    signal_seconds: int = 300
+    max_requeues: int = 5
 
     def command(self, info: NodeInfo) -> list[str]:
         run_yaml = str(Path(self.run_dir) / "run.yaml")
@@ -122,26 +125,26 @@ class NodeProgram:
               f"main={info.main_host}({info.main_addr}):{info.port} job={info.job_id} "
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
         print(f"hpc-finetune launch: {shlex.join(cmd)}", flush=True)
-        started = time.time()
-        self._attempt("start", info, restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
+        started = self._started = time.time()
+        self._event("start", info, step=segments.current_step(self._output()))
         # its own process group, so that the checkpoint signal can be forwarded to every trainer of this node
         self._proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_checkpoint_signal, start_new_session=True)
         rc = self._proc.wait()
         if rc != 0:
-            self._attempt("failed", info, returncode=rc)
+            self._event("trainer exited", info, returncode=rc, step=segments.current_step(self._output()))
             raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
-        out = Path(self.output_dir or Path(self.run_dir) / "output")
+        out = self._output()
         interrupted = (out / "interrupted.json").exists() and not (out / "summary.json").exists()
-        self._attempt("checkpointed" if interrupted else "completed", info)
+        self._event("checkpointed" if interrupted else "completed", info, step=segments.current_step(out))
         return {"node_rank": info.node_rank, "returncode": rc, "seconds": round(time.time() - started, 1)}
 
-    def _attempt(self, event: str, info: NodeInfo, **extra: object) -> None:
-        """RUN_DIR/attempts.jsonl: one line per start and end of a job segment (node 0 only), for `status`."""
-        if info.node_rank != 0:
-            return
-        line = {"event": event, "job_id": info.job_id, "host": info.hostname, "time": time.time(), **extra}
-        with open(Path(self.run_dir) / "attempts.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+    def _output(self) -> Path:
+        return Path(self.output_dir or Path(self.run_dir) / "output")
+
+    def _event(self, event: str, info: NodeInfo, **extra: object) -> None:
+        """RUN_DIR/attempts.jsonl: how each job segment starts and ends (node 0 only), for `status`."""
+        if info.node_rank == 0:
+            segments.log_event(self.run_dir, event, **extra)
 
     def checkpoint(self, *args: object, **kwargs: object) -> object:
         """Called by submitit on the checkpoint signal (time limit or preemption) in node 0's task.
@@ -154,6 +157,9 @@ class NodeProgram:
         proc = getattr(self, "_proc", None)
         name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2")
         info = getattr(self, "_info", None) or node_info()
+        elapsed = time.time() - getattr(self, "_started", time.time())
+        reason = segments.signal_reason(elapsed, self.time_seconds, self.signal_seconds) if self.time_seconds \
+            else "signal"
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, getattr(signal, f"SIG{name}"))
@@ -169,8 +175,13 @@ class NodeProgram:
                 if pid:
                     break
                 time.sleep(0.2)
-        self._attempt("requeued", info, reason="time limit or preemption signal")
+        step = segments.current_step(self._output())
+        stop = segments.requeue_allowed(segments.read_events(self.run_dir), info.job_id, self.max_requeues)
+        if stop:
+            self._event("stopped", info, reason=f"{reason}; {stop}", step=step)
+            return None  # submitit ends the job instead of requeuing it
+        self._event("requeued", info, reason=reason, step=step)
         return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_info")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_info", "_started")}

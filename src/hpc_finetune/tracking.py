@@ -8,6 +8,7 @@ from typing import Optional
 
 from hpc_finetune.records import Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
+from hpc_finetune.segments import read_events
 from hpc_finetune.states import ENDED, LIVE
 
 
@@ -18,18 +19,20 @@ def progress_of(rec: RunRecord) -> Optional[dict]:
 
 
 def attempts(rec: RunRecord) -> list[dict]:
-    """Job segments as node 0 logged them (start, checkpointed/requeued, completed, failed)."""
-    import json
-
-    path = Path(rec.run_dir) / "attempts.jsonl"
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
+    """Job segments as the job logged them (start, requeued/stopped, trainer exited, retrying/gave up, completed)."""
+    return read_events(rec.run_dir)
 
 
-def auto_requeues(rec: RunRecord) -> int:
-    return sum(1 for a in attempts(rec) if a.get("event") == "requeued")
+def auto_requeues(events: list[dict]) -> int:
+    return sum(1 for a in events if a.get("event") in ("requeued", "retrying"))
+
+
+def end_reason(events: list[dict]) -> str:
+    """Why an ended run stopped, as the job itself wrote it (requeue limit, repeated failure), else ''."""
+    last = next((e for e in reversed(events) if e.get("event") != "trainer exited"), None)
+    if last and last.get("event") in ("stopped", "gave up"):
+        return str(last.get("reason", ""))
+    return ""
 
 
 def refresh(registry: Registry, records: list[RunRecord],
@@ -54,9 +57,13 @@ def refresh(registry: Registry, records: list[RunRecord],
                     rec.state, changed = info.state, True
                 if info.state in ENDED and not seg.reason:
                     seg.reason = info.raw_state
-            auto = auto_requeues(rec)
+            events = attempts(rec)
+            auto = auto_requeues(events)
             if auto != rec.auto_requeues:
                 rec.auto_requeues, changed = auto, True
+            why = end_reason(events) if rec.state in ENDED else ""
+            if why and why != rec.reason:
+                rec.reason, changed = why, True
             progress = progress_of(rec)
             if changed:
                 rec.save()

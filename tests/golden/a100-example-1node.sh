@@ -33,6 +33,7 @@ export HF_HOME="/work/alice/.cache/huggingface"
 export HF_DATASETS_CACHE="/work/alice/.cache/huggingface/datasets"
 export TRITON_CACHE_DIR="$TMPDIR/triton"
 export TORCHINDUCTOR_CACHE_DIR="$TMPDIR/torchinductor"
+export TORCH_EXTENSIONS_DIR="/work/alice/.cache/torch_extensions"
 export WANDB_DIR="/work/alice/hpc-finetune/runs/golden"
 export HPCFT_RUN_DIR="/work/alice/hpc-finetune/runs/golden"
 export HPCFT_CHECKPOINT_SIGNAL="USR2"
@@ -42,9 +43,14 @@ export TRANSFORMERS_OFFLINE="1"
 export WANDB_MODE="offline"
 export NCCL_DEBUG="WARN"
 export OMP_NUM_THREADS="8"
-mkdir -p "$HF_HOME" "$HF_DATASETS_CACHE" "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR" "$WANDB_DIR"
+mkdir -p "$HF_HOME" "$HF_DATASETS_CACHE" "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR" "$TORCH_EXTENSIONS_DIR" "$WANDB_DIR"
 echo "hpc-finetune: $(hostname) python=$(command -v python) CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}"
-
 # --- launch: one task per node; each node's launcher reads its own rank ($SLURM_NODEID) at run time
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --ntasks-per-node=1 --kill-on-bad-exit=1 --output /work/alice/hpc-finetune/runs/golden/jobs/%j_%t_log.out python -u -m submitit.core._submit /work/alice/hpc-finetune/runs/golden/jobs
+status=0
+srun --unbuffered --ntasks-per-node=1 --kill-on-bad-exit=1 --output /work/alice/hpc-finetune/runs/golden/jobs/%j_%t_log.out python -u -m submitit.core._submit /work/alice/hpc-finetune/runs/golden/jobs || status=$?
+if [ "$status" -ne 0 ]; then
+  # a failed segment: log it, and requeue if the profile's retry_on_failure allows (never the same failure twice)
+  python -m hpc_finetune.segments /work/alice/hpc-finetune/runs/golden /work/alice/hpc-finetune/runs/golden/output "$status" 0 || true
+  exit "$status"
+fi

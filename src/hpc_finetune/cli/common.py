@@ -52,7 +52,8 @@ def build(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: str
     program = NodeProgram(run_dir=str(run_dir), nodes=spec.nodes, processes_per_node=spec.processes_per_node,
                           gpus_per_node=spec.gpus_per_node, strategy=cfg.launch.strategy,
                           launcher=cfg.launch.launcher, python=job_python(profile),
-                          output_dir=str(spec.output_dir))
+                          output_dir=str(spec.output_dir), time_seconds=spec.time_seconds,
+                          signal_seconds=profile.signal_seconds, max_requeues=profile.max_requeues)
     return Prepared(profile, cfg, spec, job_script(profile, spec), program)
 
 

@@ -63,7 +63,7 @@ def table(rows: list[dict]) -> str:
         lines.append((d["run_id"], d["state"] + (f" (requeues {d['requeues']})" if d["requeues"] else ""),
                       d["job_id"] or "-", f"{d['nodes']}x{d['gpus_per_node']}",
                       f"{format_time(d['elapsed'])}/{format_time(d['time_seconds'])}",
-                      _progress_text(d["progress"])))
+                      _progress_text(d["progress"]) + (f"  [{d['reason']}]" if d.get("reason") else "")))
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
 
@@ -78,11 +78,18 @@ def segments_text(rec: RunRecord) -> str:
 
     events = attempts(rec)
     if events:
-        lines.append("  segments as logged by node 0:")
+        lines.append("  segments as the job logged them (restart = Slurm's requeue count within one job):")
         for a in events:
             stamp = time.strftime("%H:%M:%S", time.localtime(a["time"]))
-            extra = " ".join(f"{k}={v}" for k, v in a.items() if k not in ("event", "job_id", "time", "host"))
-            lines.append(f"    {stamp} job {a['job_id']} on {a['host']}: {a['event']} {extra}".rstrip())
+            text = f"    {stamp} job {a['job_id']} restart {a.get('restart', 0)} on {a['host']}: {a['event']}"
+            if "step" in a:
+                text += f" at step {a['step']}"
+            for key in ("returncode", "status"):
+                if key in a:
+                    text += f", exit status {a[key]}"
+            if a.get("reason"):
+                text += f" - {a['reason']}"
+            lines.append(text)
     return "\n".join(lines)
 
 

@@ -1,0 +1,171 @@
+"""Surviving the time limit, preemption and hard failures on the real dev cluster (Slurm 22.05, two nodes).
+
+Slurm sends the `--signal` warning up to a minute early, so a 2-minute limit with `signal_seconds: 30` gives job
+segments of 60-90 s (about 20 s of it start-up). The amount of work is calibrated on this machine first (an
+uninterrupted run of the same config), then sized for about three segments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, log_text, status_of, submit, wait_state, wandb_offline_history
+
+pytestmark = pytest.mark.slurm
+
+SEGMENT_TRAIN_SECONDS = 45  # the least training time a 2-minute segment leaves after start-up and the early signal
+
+
+def sets(*pairs: str) -> list[str]:
+    return [a for kv in pairs for a in ("--set", kv)]
+
+
+def output_of(row: dict) -> Path:
+    return Path(row["run_dir"]) / "output"
+
+
+def events(row: dict) -> list[dict]:
+    path = Path(row["run_dir"]) / "attempts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def steps_logged(row: dict) -> list[int]:
+    path = output_of(row) / "steps.log"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def wait_for(what: str, predicate, timeout: float = 300, every: float = 1.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo_dir):
+    """Both runs at once (1 node x 1 process, 2 nodes x 1 process), each with a 2-minute limit."""
+    run_yaml = str(demo_dir / "run.yaml")
+    common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine")
+    calib = {n: submit("--nodes", str(n), "--gpus", "0", *sets(*common, "training.max_steps=300",
+                                                                 "logging.wandb=disabled"), run_yaml)
+             for n in (1, 2)}
+    max_steps = {}
+    for n, run in calib.items():
+        row = wait_state(run, {"completed", "failed"}, timeout=300)
+        assert row["state"] == "completed", log_text(run)[-3000:]
+        summary = json.loads((output_of(row) / "summary.json").read_text())
+        max_steps[n] = max(400, int(300 / summary["train_seconds"] * SEGMENT_TRAIN_SECONDS * 2.6) // 10 * 10)
+
+    runs = {n: submit("--nodes", str(n), "--gpus", "0", "--time", "00:02:00",
+                      *sets(*common, f"training.max_steps={max_steps[n]}", "logging.wandb=offline"), run_yaml)
+            for n in (1, 2)}
+    for n, run in runs.items():
+        row = wait_state(run, {"completed", "failed", "cancelled", "timeout"}, timeout=1200)
+        log0 = log_text(run, 0)
+        assert row["state"] == "completed", log0[-4000:]
+        evs = events(row)
+        requeued = [e for e in evs if e["event"] == "requeued"]
+        assert len(requeued) >= 2 and {e["reason"] for e in requeued} == {"time limit"}, evs
+        assert row["requeues"] == len(requeued)
+        # nothing lost, nothing done twice: the main process logged every optimizer step exactly once
+        assert steps_logged(row) == list(range(1, max_steps[n] + 1))
+        summary = json.loads((output_of(row) / "summary.json").read_text())
+        last_save = re.findall(r"checkpoint saved at step (\d+)", log0)[-1]
+        assert summary["step"] == max_steps[n]
+        assert summary["resumed_from"] == str(output_of(row) / f"checkpoint-{last_save}")
+        starts = [e for e in evs if e["event"] == "start"]
+        assert len(starts) == len(requeued) + 1
+        resumes = re.findall(r"rank=0 world_size=\d+ .* resume_from=(\S+)", log0)
+        assert resumes[0] == "none" and all(r.startswith(str(output_of(row) / "checkpoint-")) for r in resumes[1:])
+        assert len(resumes) == len(starts)
+        # one wandb run across all segments: one offline folder per segment, same id, history continuing
+        run_id = (output_of(row) / "wandb_run_id").read_text().strip()
+        folders = sorted((Path(row["run_dir"]) / "wandb").glob("offline-run-*"))
+        assert len(folders) == len(starts) and all(f.name.endswith(run_id) for f in folders)
+        history = [wandb_offline_history(next(f.glob("run-*.wandb"))) for f in folders]
+        assert {rid for rid, _ in history} == {run_id}
+        logged = [s for _, steps in history for s in steps]
+        assert logged == sorted(set(logged)) and logged[-1] == max_steps[n]
+        assert all(h[1] for h in history)  # every segment logged its own part of the history
+        text = cli("status", run, "--segments", check=True).stdout
+        assert f"requeues {len(requeued)}" in text
+        assert text.count("requeued at step") == len(requeued) and "- time limit" in text
+        if n == 2:  # both nodes stopped, saved once, and came back for every segment
+            log1 = log_text(run, 1)
+            assert log1.count("node_rank=1/2") == len(starts)
+            assert log0.count("checkpoint saved at step") == log1.count("checkpoint saved at step") == len(requeued)
+
+
+def test_preemption_then_hard_kill_then_truncated_checkpoint(home, devcluster, demo_dir):
+    run = submit("--nodes", "1", "--gpus", "0", *sets("training.max_steps=100000", "training.save_steps=50",
+                                                       "training.logging_steps=10", "logging.wandb=disabled"),
+                 str(demo_dir / "run.yaml"))
+    row = wait_state(run, {"running"})
+    job = row["job_id"]
+    wait_for("step 60", lambda: len(steps_logged(row)) >= 60, timeout=180)
+
+    # 1. preemption as the site's scheduler would do it: the warning signal, long before the time limit
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    req = wait_for("requeue on the signal", lambda: [e for e in events(row) if e["event"] == "requeued"])
+    assert req[0]["reason"] == "preempted"
+    wait_for("second segment", lambda: len([e for e in events(row) if e["event"] == "start"]) == 2, timeout=300)
+    saved = int(re.search(r"checkpoint saved at step (\d+)", log_text(run)).group(1))
+    assert (output_of(row) / f"checkpoint-{saved}" / "trainer_state.json").is_file()
+    wait_for("progress after the requeue", lambda: len(steps_logged(row)) >= saved + 120, timeout=300)
+    assert steps_logged(row)[:saved + 120] == list(range(1, saved + 121))  # the preemption lost no step
+    assert f"resume_from={output_of(row) / f'checkpoint-{saved}'}" in log_text(run)
+
+    # 2. a hard kill of the trainer: no warning, no save
+    out = subprocess.run(["pgrep", "-f", f"hpc_finetune.train {row['run_dir']}/run.yaml"], capture_output=True,
+                         text=True).stdout.split()
+    assert out, "trainer process not found"
+    for pid in out:
+        subprocess.run(["kill", "-9", pid])
+    row = wait_state(run, {"failed"}, timeout=180)
+    killed_at = steps_logged(row)[-1]
+    assert "does not retry failures" in row["reason"]
+
+    # 3. the newest checkpoint was cut short when the job died: it must be skipped, not trusted, not deleted
+    ckpts = sorted(int(p.name.split("-")[1]) for p in output_of(row).glob("checkpoint-*"))
+    newest, previous = ckpts[-1], ckpts[-2]
+    assert killed_at - newest < 50 + 10  # at most the steps since the last periodic checkpoint are lost
+    (output_of(row) / f"checkpoint-{newest}" / "trainer_state.json").unlink()
+    with open(output_of(row) / f"checkpoint-{newest}" / "optimizer.pt", "r+b") as f:
+        f.truncate(100)
+    before = len(steps_logged(row))
+    assert "new job" in cli("requeue", run, check=True).stdout
+    row = status_of(run)
+    wait_for("resumed training", lambda: len(steps_logged(row)) > before + 5, timeout=300)
+    log = log_text(run)
+    assert f"resume_from={output_of(row) / f'checkpoint-{previous}'}" in log
+    assert steps_logged(row)[before] == previous + 1  # resumed right after the last complete checkpoint
+    cli("cancel", run, check=True)
+    text = cli("status", run, "--segments", check=True).stdout
+    assert "- preempted" in text and "gave up at step" in text
+
+
+def test_same_failure_twice_is_not_retried_forever(home, devcluster, demo_dir, tmp_path, monkeypatch):
+    clusters = tmp_path / "clusters"
+    clusters.mkdir()
+    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
+    (clusters / "retrying.yaml").write_text(profile + "retry_on_failure: 3\n")
+    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
+    # a data file that is gone by the time the job runs: the same failure at step 0 every time
+    out = cli("submit", "--cluster", "retrying", "--nodes", "1", "--gpus", "0", "--no-check",
+              *sets(f"data.train_file={tmp_path / 'gone.jsonl'}", "data.eval_file=null", "logging.wandb=disabled"),
+              str(demo_dir / "run.yaml"), check=True).stdout
+    run = re.search(r"submitted run (\S+) as job", out).group(1)
+    row = wait_state(run, {"failed", "completed"}, timeout=400)
+    kinds = [e["event"] for e in events(row)]
+    assert kinds.count("retrying") == 1 and kinds[-1] == "gave up", kinds
+    assert "failed twice in a row the same way" in row["reason"]
+    assert row["state"] == "failed" and row["requeues"] == 1
+    assert "failed twice in a row" in cli("status", run, check=True).stdout
