@@ -50,8 +50,19 @@ def wait_for(what: str, predicate, timeout: float = 300, every: float = 1.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo_dir):
-    """Both runs at once (1 node x 1 process, 2 nodes x 1 process), each with a 2-minute limit."""
+def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
+    """The devcluster profile plus ``extra`` lines, as a site's own profile file found by $HPC_FINETUNE_CLUSTERS."""
+    clusters = tmp_path / "clusters"
+    clusters.mkdir(exist_ok=True)
+    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
+    (clusters / f"{name}.yaml").write_text(profile + extra)
+    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
+    return name
+
+
+def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo_dir, tmp_path, monkeypatch):
+    """Three runs at once, each with a 2-minute limit: 1 node x 1 process and 2 nodes x 1 process run to the end;
+    a third, on a profile allowing one requeue, stops after it with its checkpoint saved and the reason shown."""
     run_yaml = str(demo_dir / "run.yaml")
     common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine")
     calib = {n: submit("--nodes", str(n), "--gpus", "0", *sets(*common, "training.max_steps=300",
@@ -67,6 +78,11 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
     runs = {n: submit("--nodes", str(n), "--gpus", "0", "--time", "00:02:00",
                       *sets(*common, f"training.max_steps={max_steps[n]}", "logging.wandb=offline"), run_yaml)
             for n in (1, 2)}
+    limited = profile_with(tmp_path, monkeypatch, "limited", "max_requeues: 1\n")
+    out = cli("submit", "--cluster", limited, "--nodes", "1", "--gpus", "0", "--time", "00:02:00",
+              *sets(*common, f"training.max_steps={max_steps[1] * 2}", "logging.wandb=disabled"), run_yaml,
+              check=True).stdout
+    stopping = re.search(r"submitted run (\S+) as job", out).group(1)
     for n, run in runs.items():
         row = wait_state(run, {"completed", "failed", "cancelled", "timeout"}, timeout=1200)
         log0 = log_text(run, 0)
@@ -103,6 +119,15 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
             assert log1.count("node_rank=1/2") == len(starts)
             assert log0.count("checkpoint saved at step") == log1.count("checkpoint saved at step") == len(requeued)
 
+
+    # the limited run: one requeue, then a saved, deliberate stop, with the reason in `status`
+    row = wait_state(stopping, {"stopped", "completed", "failed", "cancelled"}, timeout=600)
+    kinds = [e["event"] for e in events(row)]
+    assert row["state"] == "stopped" and kinds.count("requeued") == 1 and kinds[-1] == "stopped", kinds
+    assert "max_requeues is 1" in row["reason"] and "hpc-finetune requeue" in row["reason"]
+    saved = re.findall(r"checkpoint saved at step (\d+)", log_text(stopping))
+    assert len(saved) == 2 and steps_logged(row) == list(range(1, int(saved[-1]) + 1))
+    assert "stopped" in cli("status", check=True).stdout
 
 def test_preemption_then_hard_kill_then_truncated_checkpoint(home, devcluster, demo_dir):
     run = submit("--nodes", "1", "--gpus", "0", *sets("training.max_steps=100000", "training.save_steps=50",
@@ -153,13 +178,9 @@ def test_preemption_then_hard_kill_then_truncated_checkpoint(home, devcluster, d
 
 
 def test_same_failure_twice_is_not_retried_forever(home, devcluster, demo_dir, tmp_path, monkeypatch):
-    clusters = tmp_path / "clusters"
-    clusters.mkdir()
-    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
-    (clusters / "retrying.yaml").write_text(profile + "retry_on_failure: 3\n")
-    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
+    retrying = profile_with(tmp_path, monkeypatch, "retrying", "retry_on_failure: 3\n")
     # a data file that is gone by the time the job runs: the same failure at step 0 every time
-    out = cli("submit", "--cluster", "retrying", "--nodes", "1", "--gpus", "0", "--no-check",
+    out = cli("submit", "--cluster", retrying, "--nodes", "1", "--gpus", "0", "--no-check",
               *sets(f"data.train_file={tmp_path / 'gone.jsonl'}", "data.eval_file=null", "logging.wandb=disabled"),
               str(demo_dir / "run.yaml"), check=True).stdout
     run = re.search(r"submitted run (\S+) as job", out).group(1)

@@ -34,6 +34,11 @@ if ip link show hpcft-br >/dev/null 2>&1; then
   echo "up.sh: another dev cluster runs on this machine (bridge hpcft-br exists); stop it with down.sh --state DIR" >&2
   exit 2
 fi
+# No bridge, so no cluster: links or namespaces of ours still here are leftovers of a killed up.sh
+for i in 1 2; do
+  ip link del "hpcft-v$i" 2>/dev/null || true
+  ip netns del "hpcft-node$i" 2>/dev/null || true
+done
 
 need=""
 for b in slurmctld slurmd slurmdbd munged mariadbd sacctmgr ip nsenter unshare; do

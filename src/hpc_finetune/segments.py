@@ -92,6 +92,8 @@ def after_failure(run_dir: str, output_dir: str, status: int, retry_on_failure: 
     """Called by the batch script when `srun` failed: log the failure and requeue the job if the policy allows."""
     step = current_step(output_dir)
     events = read_events(run_dir)
+    if events and events[-1].get("event") == "stopped":
+        return False  # the requeue limit ended this job on purpose, with its own reason; not a failure to retry
     retry, why = retry_decision(events, status, step, retry_on_failure)
     log_event(run_dir, "retrying" if retry else "gave up", status=status, step=step, reason=why)
     print(f"hpc-finetune: {why}", flush=True)

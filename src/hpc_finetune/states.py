@@ -5,6 +5,7 @@ from __future__ import annotations
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, REQUEUED, UNKNOWN = (
     "pending", "running", "completed", "failed", "cancelled", "timeout", "preempted", "node_fail", "requeued",
     "unknown")
+STOPPED = "stopped"  # ours, not Slurm's: saved and ended on purpose at the requeue limit (see segments.py)
 
 SLURM_STATES = {
     "PENDING": PENDING, "CONFIGURING": PENDING, "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING,
@@ -16,8 +17,8 @@ SLURM_STATES = {
     "CANCELLED": CANCELLED, "TIMEOUT": TIMEOUT, "PREEMPTED": PREEMPTED, "NODE_FAIL": NODE_FAIL,
 }
 LIVE = frozenset({PENDING, RUNNING, REQUEUED, UNKNOWN})
-ENDED = frozenset({COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL})
-REQUEUEABLE = frozenset({TIMEOUT, FAILED, PREEMPTED, NODE_FAIL, CANCELLED})
+ENDED = frozenset({COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, STOPPED})
+REQUEUEABLE = frozenset({TIMEOUT, FAILED, PREEMPTED, NODE_FAIL, CANCELLED, STOPPED})
 
 
 def from_slurm(state: str) -> str:

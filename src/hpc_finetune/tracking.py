@@ -9,7 +9,7 @@ from typing import Optional
 from hpc_finetune.records import Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
 from hpc_finetune.segments import read_events
-from hpc_finetune.states import ENDED, LIVE
+from hpc_finetune.states import ENDED, FAILED, LIVE, STOPPED
 
 
 def progress_of(rec: RunRecord) -> Optional[dict]:
@@ -64,6 +64,9 @@ def refresh(registry: Registry, records: list[RunRecord],
             why = end_reason(events) if rec.state in ENDED else ""
             if why and why != rec.reason:
                 rec.reason, changed = why, True
+            if rec.state == FAILED and events and events[-1].get("event") == "stopped":
+                rec.state = seg.state = STOPPED  # ended on purpose at the requeue limit, checkpoint saved
+                changed = True
             progress = progress_of(rec)
             if changed:
                 rec.save()
