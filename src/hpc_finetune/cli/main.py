@@ -19,6 +19,7 @@ COMMANDS = {
     "requeue": "Requeue a running job, or start a new job for an ended run (same run directory).",
     "clusters": "List and validate cluster profiles.",
     "check": "Find every problem with a run before it queues.",
+    "plan": "Estimate per-GPU peak memory (LoRA/QLoRA/ZeRO/FSDP aware) and the smallest change that fits.",
     "train": "Run the training core here, in this process (laptop, or one node).",
     "demo": "Build the tiny offline demo model, tokenizer and datasets.",
     "merge": "Merge a run's LoRA adapter into its base model.",
