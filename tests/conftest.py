@@ -153,3 +153,13 @@ def submit(*args: str) -> str:
 
 def log_text(run_id: str, task: int = 0) -> str:
     return cli("logs", run_id, "--task", str(task), check=True).stdout
+
+
+def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
+    """The devcluster profile plus ``extra`` lines, as a site's own profile file found by $HPC_FINETUNE_CLUSTERS."""
+    clusters = tmp_path / "clusters"
+    clusters.mkdir(exist_ok=True)
+    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
+    (clusters / f"{name}.yaml").write_text(profile + extra)
+    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
+    return name

@@ -12,6 +12,10 @@ from conftest import PY, cli
 HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "bitsandbytes", "wandb")
 
 
+LLAMA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False}
+
+
 def run_yaml(tmp_path, extra=""):
     (tmp_path / "m").mkdir(exist_ok=True)
     p = tmp_path / "run.yaml"
@@ -92,10 +96,11 @@ def test_render_has_no_side_effects_and_matches_dry_run(home, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["render", "RUN"], ["status"], ["submit", "--dry-run", "RUN"],
-                                  ["clusters"], ["check", "RUN"]])
+                                  ["clusters"], ["check", "RUN"], ["plan", "--cluster", "a100-example", "RUN"]])
 def test_login_commands_import_no_training_library(home, tmp_path, argv):
     cfg = str(run_yaml(tmp_path))
     (tmp_path / "d.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(LLAMA_7B))
     argv = [cfg if a == "RUN" else a for a in argv]
     code = ("import sys\nfrom hpc_finetune.cli.main import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, log_text, status_of, submit, wait_state, wandb_offline_history
+from conftest import cli, log_text, profile_with, status_of, submit, wait_state, wandb_offline_history
 
 pytestmark = pytest.mark.slurm
 
@@ -48,16 +48,6 @@ def wait_for(what: str, predicate, timeout: float = 300, every: float = 1.0):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
-    """The devcluster profile plus ``extra`` lines, as a site's own profile file found by $HPC_FINETUNE_CLUSTERS."""
-    clusters = tmp_path / "clusters"
-    clusters.mkdir(exist_ok=True)
-    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
-    (clusters / f"{name}.yaml").write_text(profile + extra)
-    monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
-    return name
 
 
 def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo_dir, tmp_path, monkeypatch):

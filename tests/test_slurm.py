@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, log_text, status_of, submit, wait_state
+from conftest import cli, log_text, profile_with, status_of, submit, wait_state
 from hpc_finetune.cli.common import build
 from hpc_finetune.profile import find_profile
 from hpc_finetune.runconfig import load_run_config
@@ -142,3 +142,37 @@ def test_status_makes_one_scheduler_call_for_many_runs(home, devcluster, demo_di
     rows = collect(registry, None)
     assert len(rows) == 25 and len(calls) == 1 and len(calls[0]) == 25
 
+
+
+def test_check_reads_the_live_partition(home, devcluster, demo_dir, tmp_path, monkeypatch):
+    ok = cli("check", "--cluster", "devcluster", "--nodes", "2", "--gpus", "4", str(demo_dir / "run.yaml"),
+             check=True).stdout
+    assert "live partition debug: up, max 2 nodes, max time 2:00:00, 4 GPU(s)/node (tiny)" in ok
+
+    # five planted mistakes, one line each; submit refuses to queue it
+    planted = tmp_path / "planted.yaml"
+    planted.write_text(f"name: planted\nmodel: {{path: {demo_dir / 'modle'}}}\n"
+                       f"data: {{train_file: {demo_dir / 'text.jsonl'}, text_field: body, "
+                       f"eval_file: {demo_dir / 'eval.jsonl'}}}\n"
+                       "resources: {partition: gpu-big, time: '03:00:00'}\n")
+    proc = cli("check", "--cluster", "devcluster", str(planted))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 5 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in ("model folder", "no 'body' column", "eval.jsonl", "longer than", "partition 'gpu-big' does not "
+                   "exist on this cluster; partitions: debug"):
+        assert needle in proc.stderr, needle
+    assert cli("submit", "--cluster", "devcluster", str(planted)).returncode == 2
+    assert "no runs yet" in cli("status").stdout
+
+    # a profile that promises more than the site gives: the live limits catch what the profile would let through
+    loose = profile_with(tmp_path, monkeypatch, "loose", "")
+    text = (tmp_path / "clusters" / "loose.yaml").read_text()
+    text = text.replace("max_nodes: 2", "max_nodes: 16").replace("gpus_per_node: 4", "gpus_per_node: 8")
+    (tmp_path / "clusters" / "loose.yaml").write_text(text.replace('max_time: "02:00:00"', 'max_time: "10:00:00"'))
+    proc = cli("check", "--cluster", loose, "--nodes", "3", "--gpus", "8", "--time", "04:00:00",
+               str(demo_dir / "run.yaml"))
+    assert proc.returncode == 2, proc.stdout
+    for needle in ("3 nodes asked, but partition 'debug' allows at most 2",
+                   "time 4:00:00 is over the limit of partition 'debug' (2:00:00)",
+                   "8 GPUs per node asked, but nodes of partition 'debug' have at most 4"):
+        assert needle in proc.stderr, proc.stderr

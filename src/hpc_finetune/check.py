@@ -4,23 +4,100 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from hpc_finetune.errors import UserError, UserErrors
-from hpc_finetune.jobspec import JobSpec
+from hpc_finetune.jobspec import JobSpec, resolve
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.runconfig import RunConfig, is_hub_id
+from hpc_finetune.timefmt import parse_time
 
 
-def find_problems(cfg: RunConfig, profile: ClusterProfile, spec: JobSpec, *, config_source: str) -> list[UserError]:
+def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
+                  config_source: str) -> tuple[list[UserError], list[str]]:
+    """Every problem with this run on this cluster (one UserError each), and notes on what was checked."""
     problems: list[UserError] = []
+    notes: list[str] = []
+    fields: set[str] = set()
 
-    def add(field: str, msg: str) -> None:
-        problems.append(UserError(msg, source=config_source, field=field))
+    def add(field: str, msg: str, source: str = config_source) -> None:
+        key = field.split(" ")[0]
+        if key.startswith("resources.") and key in fields:
+            return  # one line per resource: the profile's limit and the live limit say the same thing
+        fields.add(key)
+        problems.append(UserError(msg, source=source, field=field))
 
+    spec: Optional[JobSpec] = None
+    try:
+        spec = resolve(profile, cfg, run_dir, source=config_source)
+    except UserError as exc:
+        add(exc.field or "resources", exc.message, exc.source or config_source)
     _model_problems(cfg, profile, add)
     _data_problems(cfg, add)
-    _writable(spec.run_dir.parent, "output (run directory root)", add)
-    return problems
+    _writable(run_dir.parent, "output (run directory root)", add)
+    _activation_problems(profile, lambda f, m: add(f, m, profile.path or profile.name))
+    if profile.scheduler == "slurm":
+        _live_problems(cfg, profile, spec, add, notes, config_source)
+    return problems, notes
+
+
+def _live_problems(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSpec], add, notes: list[str],
+                   source: str) -> None:
+    from hpc_finetune.livecheck import read_partitions, request_problems
+
+    parts = read_partitions()
+    if parts is None:
+        notes.append("Slurm is not reachable from here (no scontrol/sinfo answer): live partition limits not checked")
+        return
+    res = cfg.resources
+    if spec is not None:
+        nodes, gpus, seconds, cpus, mem = spec.nodes, spec.gpus_per_node, spec.time_seconds, spec.cpus_per_task, \
+            spec.mem
+        partition = spec.partition
+    else:  # the request broke a profile limit: still hold what was asked against the live cluster
+        nodes = res.nodes
+        gpus = profile.gpus_per_node if res.gpus_per_node is None else res.gpus_per_node
+        try:
+            seconds = parse_time(res.time) if res.time else profile.default_seconds
+        except UserError:
+            seconds = None
+        cpus = profile.cpus_per_gpu * gpus if gpus else profile.cpus_per_node_cpu_only
+        mem = profile.mem_per_gpu if gpus else profile.mem_per_node_cpu_only
+        partition = res.partition or profile.partition
+    part = request_problems(parts, partition=partition, nodes=nodes, gpus=gpus, gpu_type=profile.gpu_type,
+                            seconds=seconds, cpus=cpus, mem=mem, add=add)
+    if part is not None:
+        notes.append(f"live {part.summary()}")
+
+
+def _activation_problems(profile: ClusterProfile, add) -> None:
+    """The environment the job activates, where the login node can see it (shared storage)."""
+    from hpc_finetune.profile import expand_vars
+
+    act = profile.activation
+
+    def path_of(value: str) -> Optional[Path]:
+        try:
+            return Path(expand_vars(value, source=profile.path or profile.name, field="activation"))
+        except UserError:
+            return None  # a variable only the compute node has: cannot be checked here
+
+    if act.kind == "venv" and act.prefix:
+        p = path_of(act.prefix)
+        if p is not None and not (p / "bin" / "activate").is_file():
+            add("activation.prefix", f"venv {p} has no bin/activate: create it (python -m venv {p}) or fix the path")
+    if act.kind == "conda" and act.prefix:
+        p = path_of(act.prefix)
+        if p is not None and not (p / "conda-meta").is_dir():
+            add("activation.prefix", f"{p} is not a conda environment (no conda-meta/)")
+    if act.conda_hook:
+        p = path_of(act.conda_hook)
+        if p is not None and not p.is_file():
+            add("activation.conda_hook", f"{p} does not exist")
+    if act.python and "/" in act.python:
+        p = path_of(act.python)
+        if p is not None and not os.access(p, os.X_OK):
+            add("activation.python", f"{p} is not an executable file")
 
 
 def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> None:
@@ -63,7 +140,9 @@ def _writable(folder: Path, what: str, add) -> None:
         add("output_dir", f"{what}: {folder} is not writable (nearest existing folder {probe})")
 
 
-def raise_problems(cfg: RunConfig, profile: ClusterProfile, spec: JobSpec, *, config_source: str) -> None:
-    problems = find_problems(cfg, profile, spec, config_source=config_source)
+def raise_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *, config_source: str) -> list[str]:
+    """Raise every problem at once (one line each); return the notes of what was checked."""
+    problems, notes = find_problems(cfg, profile, run_dir, config_source=config_source)
     if problems:
         raise UserErrors(problems)
+    return notes

@@ -22,12 +22,15 @@ def run(args: argparse.Namespace) -> int:
     from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
     from hpc_finetune.render import launch_files
     registry = Registry()
+    if not args.no_check:  # every problem at once, before a run id or directory exists
+        from hpc_finetune.check import raise_problems
+        from hpc_finetune.cli.common import load_with_flags
+        from hpc_finetune.jobspec import runs_root
+
+        profile, cfg = load_with_flags(args)
+        raise_problems(cfg, profile, runs_root(profile) / "check", config_source=str(args.config))
     prep = prepare(args, registry)
     spec = prep.spec
-    if not args.no_check:
-        from hpc_finetune.check import raise_problems
-
-        raise_problems(prep.cfg, prep.profile, spec, config_source=str(args.config))
     files = launch_files(prep.cfg, spec)
     if args.dry_run:
         sys.stdout.write(prep.script)
