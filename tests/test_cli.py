@@ -117,3 +117,17 @@ def test_schema_lists_fields(home):
 
 def test_version():
     assert cli("--version").stdout.startswith("hpc-finetune ")
+
+
+def test_status_shows_live_runs_and_the_most_recent_ones(home):
+    from hpc_finetune.records import Registry
+
+    reg = Registry()
+    reg.insert_many([(f"r{i}", f"/w/runs/r{i}", "devcluster", "slurm", 1000.0 + i, 1, 4, 3600, str(i),
+                      "completed", "", 60, 1, 0, None) for i in range(120)])
+    reg.close()
+    out = cli("status", "--last", "10", check=True).stdout.splitlines()
+    assert [ln.split()[0] for ln in out[1:-1]] == [f"r{i}" for i in range(110, 120)]
+    assert out[-1] == "(110 older runs not shown: --all, or --last N)"
+    assert len(cli("status", "--all", check=True).stdout.splitlines()) == 121
+    assert len(json.loads(cli("status", "--json", check=True).stdout)) == 50

@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS runs (
   nodes INTEGER, gpus_per_node INTEGER, time_seconds INTEGER, job_id TEXT, state TEXT, reason TEXT,
   elapsed INTEGER, segments INTEGER, requeues INTEGER, progress TEXT
 );
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 """
 COLUMNS = ("run_id", "run_dir", "cluster", "scheduler", "created", "nodes", "gpus_per_node", "time_seconds",
            "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress")
@@ -117,10 +119,19 @@ class Registry:
             self.db.executemany(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES "
                                 f"({', '.join('?' * len(COLUMNS))})", rows)
 
-    def rows(self, run_id: str | None = None) -> list[sqlite3.Row]:
-        if run_id is None:
+    def rows(self, run_id: str | None = None, last: int | None = None) -> list[sqlite3.Row]:
+        """One run; or every run; or every live run plus the ``last`` most recent ones, oldest first."""
+        if run_id is not None:
+            return list(self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+        if last is None:
             return list(self.db.execute("SELECT * FROM runs ORDER BY created"))
-        return list(self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+        marks = ", ".join("?" * len(LIVE))
+        return list(self.db.execute(
+            f"SELECT * FROM runs WHERE state IN ({marks}) OR run_id IN "
+            "(SELECT run_id FROM runs ORDER BY created DESC LIMIT ?) ORDER BY created", (*LIVE, last)))
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def live_rows(self) -> list[sqlite3.Row]:
         marks = ", ".join("?" * len(LIVE))

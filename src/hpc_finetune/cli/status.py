@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", nargs="?", const=5.0, type=float, metavar="SECONDS",
                    help="refresh in place every SECONDS (default 5) until interrupted")
     p.add_argument("--segments", action="store_true", help="with RUN: list every job segment and why it ended")
+    p.add_argument("--last", type=int, default=50, metavar="N",
+                   help="show every live run and the N most recent others (default 50)")
+    p.add_argument("--all", action="store_true", help="show every recorded run")
 
 
 def _progress_text(progress: dict | None) -> str:
@@ -33,7 +36,7 @@ def _progress_text(progress: dict | None) -> str:
     return " ".join(parts)
 
 
-def collect(registry: Registry, run: str | None) -> list[dict]:
+def collect(registry: Registry, run: str | None, last: int | None = None) -> list[dict]:
     from hpc_finetune.tracking import current, refresh
 
     if run is not None:
@@ -42,7 +45,7 @@ def collect(registry: Registry, run: str | None) -> list[dict]:
         live = registry.live_rows()
         if live:
             refresh(registry, [RunRecord.load(Path(r["run_dir"])) for r in live])
-        rows = registry.rows()
+        rows = registry.rows(last=last)
     out = []
     parsed: dict[str, dict] = {}
     for r in rows:
@@ -96,11 +99,14 @@ def segments_text(rec: RunRecord) -> str:
 def run(args: argparse.Namespace) -> int:
     registry = Registry()
     while True:
-        rows = collect(registry, args.run)
+        rows = collect(registry, args.run, None if args.all else args.last)
         if args.json:
             text = json.dumps(rows, indent=1)
         else:
             text = table(rows) if rows else "no runs yet: `hpc-finetune submit RUN.yaml` starts one"
+            hidden = 0 if args.run or args.all else registry.count() - len(rows)
+            if hidden > 0:
+                text += f"\n({hidden:,} older runs not shown: --all, or --last N)"
             if args.run and args.segments:
                 text += "\n" + segments_text(load_record(registry, args.run))
         if args.watch:
