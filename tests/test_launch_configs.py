@@ -163,3 +163,20 @@ def test_deepspeed_accepts_rendered_json(tmp_path, variant):
         assert (param is not None and str(param.device).endswith("cpu")) == prep.cfg.launch.offload_params
     assert json.loads((run_dir / "deepspeed_config.json").read_text())["zero_optimization"]["stage"] == \
         prep.cfg.launch.zero_stage
+
+
+def test_torchrun_command_parses_with_torchs_own_parser(tmp_path):
+    from torch.distributed.run import get_args_parser
+
+    prep, run_dir = rendered(tmp_path, "strategy: ddp, launcher: torchrun")
+    program = NodeProgram(run_dir=str(run_dir), nodes=2, processes_per_node=4, gpus_per_node=4,
+                          strategy="ddp", launcher="torchrun", python="python")
+    info = NodeInfo(node_rank=1, num_nodes=2, hostname="gpu002", main_host="gpu001", main_addr="10.0.0.1",
+                    port=21234, job_id="1234")
+    argv = program.command(info)
+    assert argv[:3] == ["python", "-m", "torch.distributed.run"]
+    args = get_args_parser().parse_args(argv[3:])
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("2", "4", 1)
+    assert (args.master_addr, args.master_port) == ("10.0.0.1", 21234)
+    assert args.module and args.training_script == "hpc_finetune.train"
+    assert args.training_script_args == [str(run_dir / "run.yaml")]

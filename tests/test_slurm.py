@@ -54,6 +54,7 @@ def test_one_node_two_gpus_cancel_and_requeue(home, devcluster, demo_dir):
 
 TWO_NODE_STRATEGIES = {
     "ddp": ["launch.strategy=ddp"],
+    "ddp-torchrun": ["launch.strategy=ddp", "launch.launcher=torchrun"],
     "zero2": ["launch.strategy=deepspeed", "launch.zero_stage=2"],
     "zero3-offload": ["launch.strategy=deepspeed", "launch.zero_stage=3", "launch.offload_optimizer=true",
                       "launch.offload_params=true"],

@@ -177,6 +177,9 @@ def train(cfg: RunConfig) -> dict:
         "tokens_per_s": round((state.global_step - progress.start_step) * progress.tokens_per_step
                               / train_seconds, 1) if train_seconds > 0 else None,
         "startup_seconds": round((progress.first_step_at or time.time()) - started, 2),
+        "first_step_at": progress.first_step_at,
+        "num_tokens": next((h["num_tokens"] for h in reversed(state.log_history) if "num_tokens" in h), None),
+        "pad_fraction": info.get("pad_fraction"),
         "runtime_seconds": round(time.time() - started, 2), "wandb_run_id": wandb_id,
         "interrupted": signal_cb.stopped_for_signal, "versions": versions(),
     }

@@ -244,7 +244,10 @@ def _build(cfg: RunConfig, tokenizer: Any, folder: Path) -> None:
     n_tokens = sum(len(x) for x in list(train["input_ids"]))
     n_real = sum(sum(1 for t in lab if t != -100) for lab in list(train["labels"]))
     meta = {"train_rows": len(train), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
-            "train_tokens": n_tokens, "label_tokens": n_real, "tokenize_seconds": round(time.time() - started, 3)}
+            "train_tokens": n_tokens, "label_tokens": n_real, "tokenize_seconds": round(time.time() - started, 3),
+            # packed rows are full max_length blocks, so nothing is padded when batched
+            "pad_fraction": round(1 - n_tokens / max(1, len(train) * cfg.training.max_length), 4)
+            if cfg.training.packing else None}
     (tmp / "DONE").write_text(json.dumps(meta))
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
