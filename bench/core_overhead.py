@@ -1,0 +1,144 @@
+"""Training-core overhead and restart cost, on this CPU.
+
+    .venv/bin/python bench/core_overhead.py [--repeats 2] [--steps 200] [--restart-examples 100000] [--out FILE]
+
+1. Overhead: tokens/s of `hpc-finetune train` against bench/bare_trl.py (TRL's SFTTrainer alone) with the same
+   model, data, LoRA and SFTConfig values, for the demo model at two sizes, packing on and off. Runs alternate
+   (ours, bare, ours, bare, ...) and the median of each is compared. tokens/s = tokens TRL counted / wall time
+   of trainer.train(); the time from process start to the end of the first optimizer step is reported apart.
+2. Restart cost: time from process start to the first optimizer step, cold (tokenized cache empty) against
+   resumed (cache and a checkpoint present), on a generated dataset of N examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+HERE = Path(__file__).resolve().parent
+
+
+def run(cmd: list[str], env: dict) -> float:
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return t0
+
+
+def ours(demo: Path, out: Path, steps: int, packing: int, env: dict, extra: tuple = ()) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = run([PY, "-m", "hpc_finetune", "train", str(demo / "run.yaml"), "--set", f"training.max_steps={steps}",
+              "--set", "training.save_steps=1000000", "--set", "logging.wandb=disabled", "--set",
+              f"training.packing={'true' if packing else 'false'}", "--set", "data.eval_file=null",
+              "--set", f"output_dir={out}", *extra], env)
+    s = json.loads((out / "summary.json").read_text())
+    return {"tok_s": s["num_tokens"] / s["train_seconds"], "first_step": s["first_step_at"] - t0,
+            "pad": s.get("pad_fraction"), "steps": s["step"]}
+
+
+def bare(demo: Path, out: Path, steps: int, packing: int, env: dict) -> dict:
+    t0 = run([PY, str(HERE / "bare_trl.py"), str(demo / "model"), str(demo / "text.jsonl"), str(out),
+              "--max-steps", str(steps), "--packing", str(packing)], env)
+    s = json.loads(out.read_text())
+    return {"tok_s": s["num_tokens"] / s["train_seconds"], "first_step": s["first_step_at"] - t0, "pad": None,
+            "steps": s["steps"]}
+
+
+def overhead(work: Path, env: dict, repeats: int, steps: int) -> list[str]:
+    lines = ["| model | packing | ours tokens/s | bare TRL tokens/s | ours / bare | pad fraction (ours) | "
+             "first step from start: ours / bare (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for size in ("tiny", "small"):
+        demo = work / f"demo-{size}"
+        if not demo.exists():
+            subprocess.run([PY, "-m", "hpc_finetune", "demo", str(demo), "--size", size, "--samples", "2000"],
+                           env=env, check=True, capture_output=True)
+        for packing in (1, 0):
+            a, b = [], []
+            for r in range(repeats):
+                a.append(ours(demo, work / "o", steps, packing, env))
+                b.append(bare(demo, work / "b.json", steps, packing, env))
+            ma = statistics.median(x["tok_s"] for x in a)
+            mb = statistics.median(x["tok_s"] for x in b)
+            fa = statistics.median(x["first_step"] for x in a[1:] or a)  # tokenized cache warm after run 1
+            fb = statistics.median(x["first_step"] for x in b)
+            pad = a[0]["pad"]
+            lines.append(f"| {size} | {'on' if packing else 'off'} | {ma:,.0f} | {mb:,.0f} | {ma / mb:.2f} | "
+                         f"{'-' if pad is None else f'{pad:.4f}'} | {fa:.1f} / {fb:.1f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def restart(work: Path, env: dict, examples: int) -> list[str]:
+    demo = work / "demo-restart"
+    if not demo.exists():
+        subprocess.run([PY, "-m", "hpc_finetune", "demo", str(demo), "--size", "tiny", "--samples", "5000"],
+                       env=env, check=True, capture_output=True)
+    # SFT-sized examples (each ~8 of the demo's sentences, a few hundred tokens), not the demo's one-liners
+    import random
+
+    rng = random.Random(0)
+    lines = [json.loads(x)["content"] for x in (demo / "text.jsonl").read_text().splitlines()]
+    data = work / "restart.jsonl"
+    with data.open("w") as f:
+        for _ in range(examples):
+            f.write(json.dumps({"content": " ".join(rng.choice(lines) for _ in range(8))}) + "\n")
+    out = work / "restart-out"
+    cache = work / "restart-cache"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    e = dict(env, HPCFT_TOKENIZED_CACHE=str(cache))
+    common = ("--set", "training.save_steps=20", "--set", "training.max_length=256", "--set",
+              f"data.train_file={data}")
+    cold = ours(demo, out, 20, 1, e, common)  # tokenizes 100k examples, trains to step 20, saves checkpoint-20
+    # the requeued job: same output directory, cache present, resumes from checkpoint-20 and runs one more step
+    t0 = run([PY, "-m", "hpc_finetune", "train", str(demo / "run.yaml"), "--set", "training.max_steps=21",
+              "--set", "logging.wandb=disabled", "--set", "data.eval_file=null", "--set", f"output_dir={out}",
+              *common], e)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["resumed_from"] and s["resumed_from"].endswith("checkpoint-20"), s
+    resumed = s["first_step_at"] - t0
+    return ["| dataset | cold: start to first step (s) | resumed: start to first step (s) | cold / resumed |",
+            "|---|---:|---:|---:|",
+            f"| {examples:,} examples of ~8 sentences (tiny model, packing, max_length 256) | {cold['first_step']:.1f} | "
+            f"{resumed:.1f} | {cold['first_step'] / resumed:.1f}x |"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--restart-examples", type=int, default=100_000)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="hpcft-core-bench-"))
+    env = dict(os.environ, HPCFT_TOKENIZED_CACHE=str(work / "cache"), WANDB_MODE="disabled",
+               HPC_FINETUNE_HOME=str(work / "home"), TOKENIZERS_PARALLELISM="false")
+    head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only; "
+            f"{args.steps} optimizer steps per run, median of {args.repeats} alternating runs; "
+            f"{time.strftime('%Y-%m-%d')}")
+    print(head, flush=True)
+    over = overhead(work, env, args.repeats, args.steps)
+    rest = restart(work, env, args.restart_examples)
+    print("\n".join(rest))
+    text = "\n".join(["", "## Training-core overhead (`bench/core_overhead.py`)", "", head, "", *over, "",
+                      "## Restart cost", "", *rest, ""])
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
