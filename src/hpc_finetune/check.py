@@ -31,7 +31,8 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
     try:
         spec = resolve(profile, cfg, run_dir, source=config_source)
     except UserError as exc:
-        add(exc.field or "resources", exc.message, exc.source or config_source)
+        for err in getattr(exc, "errors", [exc]):
+            add(err.field or "resources", err.message, err.source or config_source)
     _model_problems(cfg, profile, add)
     _data_problems(cfg, add)
     _writable(run_dir.parent, "output (run directory root)", add)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune.errors import UserError
+from hpc_finetune.errors import UserError, UserErrors
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.timefmt import parse_time, sbatch_time
@@ -51,19 +51,25 @@ def runs_root(profile: ClusterProfile) -> Path:
 def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: str = "run config") -> JobSpec:
     """Check the request against the profile's limits and fill in the profile's defaults."""
     res = cfg.resources
+    problems: list[UserError] = []  # every limit broken, not just the first
     nodes = res.nodes
     if nodes > profile.max_nodes:
-        raise UserError(f"{nodes} nodes asked, but cluster {profile.name!r} allows at most {profile.max_nodes}",
-                        source=source, field="resources.nodes (--nodes)")
+        problems.append(UserError(f"{nodes} nodes asked, but cluster {profile.name!r} allows at most "
+                                  f"{profile.max_nodes}", source=source, field="resources.nodes (--nodes)"))
     gpus = profile.gpus_per_node if res.gpus_per_node is None else res.gpus_per_node
     if gpus > profile.gpus_per_node:
-        raise UserError(f"{gpus} GPUs per node asked, but nodes of cluster {profile.name!r} have "
-                        f"{profile.gpus_per_node}", source=source, field="resources.gpus_per_node (--gpus)")
+        problems.append(UserError(f"{gpus} GPUs per node asked, but nodes of cluster {profile.name!r} have "
+                                  f"{profile.gpus_per_node}", source=source,
+                                  field="resources.gpus_per_node (--gpus)"))
     time_seconds = parse_time(res.time, source=source, field="resources.time (--time)") if res.time \
         else profile.default_seconds
     if time_seconds > profile.max_seconds:
-        raise UserError(f"time {res.time} is longer than cluster {profile.name!r} allows ({profile.max_time})",
-                        source=source, field="resources.time (--time)")
+        problems.append(UserError(f"time {res.time} is longer than cluster {profile.name!r} allows "
+                                  f"({profile.max_time})", source=source, field="resources.time (--time)"))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise UserErrors(problems)
     procs = cfg.launch.processes_per_node or max(gpus, 1)
     if gpus and procs != gpus:
         raise UserError(f"{procs} processes per node with {gpus} GPUs per node: use one process per GPU",
