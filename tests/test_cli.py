@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -131,3 +132,12 @@ def test_status_shows_live_runs_and_the_most_recent_ones(home):
     assert out[-1] == "(110 older runs not shown: --all, or --last N)"
     assert len(cli("status", "--all", check=True).stdout.splitlines()) == 121
     assert len(json.loads(cli("status", "--json", check=True).stdout)) == 50
+
+
+def test_every_broken_limit_is_listed_at_once(home, tmp_path):
+    # PATH without scontrol/sinfo: the live part is skipped (and said so), not an error
+    proc = cli("check", "--cluster", "devcluster", "--nodes", "3", "--gpus", "5", "--time", "3:00:00",
+               str(run_yaml(tmp_path)), env={**os.environ, "PATH": "/bin"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for field in ("resources.nodes", "resources.gpus_per_node", "resources.time"):
+        assert field in proc.stderr, proc.stderr
