@@ -39,6 +39,39 @@ def synthetic_registry(home: Path, n: int) -> None:
         os.environ["HPC_FINETUNE_HOME"] = env_home
 
 
+def live_runs(home: Path, work: Path, n: int) -> Path:
+    """``n`` live Slurm runs (run directories with records) and a recorded `sacct` on PATH that answers for them
+    and counts its calls. Returns the bin folder to put first on PATH."""
+    env_home = os.environ.get("HPC_FINETUNE_HOME")
+    os.environ["HPC_FINETUNE_HOME"] = str(home)
+    from hpc_finetune.records import Registry, RunRecord, Segment
+
+    reg = Registry()
+    lines = []
+    for i in range(n):
+        rd = work / "live" / f"live-{i}"
+        rd.mkdir(parents=True, exist_ok=True)
+        rec = RunRecord(run_id=f"live-{i}", name="live", cluster="devcluster", scheduler="slurm", run_dir=str(rd),
+                        output_dir=str(rd / "output"), created=1.8e9 + i, nodes=2, gpus_per_node=4,
+                        processes_per_node=4, time_seconds=86400, state="running",
+                        segments=[Segment(job_id=str(500000 + i), started_by="submit", submitted=1.8e9)])
+        rec.save()
+        reg.upsert(rec)
+        lines.append(f"{500000 + i}|RUNNING|{3600 + i}|gpu[{i % 90 + 1:03d}-{i % 90 + 2:03d}]|0:0")
+    reg.close()
+    bin_dir = work / "recorded-bin"
+    bin_dir.mkdir(exist_ok=True)
+    (work / "sacct.out").write_text("\n".join(lines) + "\n")
+    script = bin_dir / "sacct"
+    script.write_text(f"#!/bin/sh\necho call >> {work / 'sacct.calls'}\ncat {work / 'sacct.out'}\n")
+    script.chmod(0o755)
+    if env_home is None:
+        os.environ.pop("HPC_FINETUNE_HOME")
+    else:
+        os.environ["HPC_FINETUNE_HOME"] = env_home
+    return bin_dir
+
+
 def timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -71,6 +104,12 @@ def main() -> int:
         if n >= 10000:
             cases[f"hpc-finetune status --all ({n:,} runs, every row)"] = (
                 [PY, "-m", "hpc_finetune", "status", "--all"], dict(env, HPC_FINETUNE_HOME=str(home)))
+    live_home = work / "reg10000-live"
+    synthetic_registry(live_home, 10000)
+    bin_dir = live_runs(live_home, work, 100)
+    live_case = "hpc-finetune status (10,000 runs, 100 live: one recorded sacct)"
+    cases[live_case] = ([PY, "-m", "hpc_finetune", "status"],
+                        dict(env, HPC_FINETUNE_HOME=str(live_home), PATH=f"{bin_dir}:{env['PATH']}"))
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for name, (cmd, e) in cases.items():  # warm-up (page cache, .pyc)
         timed(cmd, e)
@@ -86,6 +125,10 @@ def main() -> int:
              "|---|---:|---:|---:|---:|"]
     for k, v in med.items():
         lines.append(f"| {k} | {v:.3f} | {v / base:.2f} | {trl / v:.1f} | {trainer / v:.0f} |")
+    calls = (work / "sacct.calls").read_text().count("call")
+    runs_of_live_case = 1 + args.repeats
+    lines += ["", f"Scheduler calls: {calls} `sacct` calls for {runs_of_live_case} `status` runs over 100 live jobs "
+                  f"({calls / runs_of_live_case:g} per status)."]
     table = "\n".join(lines)
     print(table)
     if args.out:
