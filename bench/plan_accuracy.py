@@ -26,7 +26,6 @@ CASES = [  # name, hidden, layers, heads, kv_heads, intermediate, vocab, method,
     ("120M full", 768, 12, 12, 12, 2048, 32000, "full", 2, 256, False),
     ("120M lora", 768, 12, 12, 12, 2048, 32000, "lora", 4, 512, False),
     ("120M lora+gc", 768, 12, 12, 12, 2048, 32000, "lora", 8, 512, True),
-    ("330M lora", 1024, 24, 16, 8, 2816, 32000, "lora", 2, 512, False),
 ]
 
 CHILD = r"""

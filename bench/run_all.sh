@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in one command (about 12 minutes on a 2-core VM); rewrites bench/RESULTS.md with the tables.
+# Every benchmark in one command (16 minutes on a 2-core VM); rewrites bench/RESULTS.md with the tables.
 #   bash bench/run_all.sh            (as root for the dev-cluster part; otherwise it is skipped and said so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ start=$(date +%s)
 } > "$OUT"
 "$PY" bench/login_latency.py --repeats 3 --out "$OUT"
 "$PY" bench/plan_accuracy.py --out "$OUT"
-"$PY" bench/core_overhead.py --repeats 2 --steps 200 --out "$OUT"
+"$PY" bench/core_overhead.py --repeats 2 --steps 150 --out "$OUT"
 if [ "$(id -u)" = 0 ]; then
   "$PY" bench/scaling.py --out "$OUT"
 else

@@ -66,8 +66,10 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         push_to_hub=log.push_to_hub, hub_model_id=log.hub_model_id, save_only_model=False,
         remove_unused_columns=False, average_tokens_across_devices=False,
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():
-        kwargs["ddp_backend"] = "gloo"  # CPU nodes: without this each process trains alone (world size 1)
+    if not _cuda_available():
+        kwargs["dataloader_pin_memory"] = False  # pinning only speeds host-to-GPU copies; on CPU it is pure cost
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            kwargs["ddp_backend"] = "gloo"  # CPU nodes: without this each process trains alone (world size 1)
     if cfg.launch.strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
         kwargs["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
     valid = {f.name for f in dataclasses.fields(SFTConfig)}
