@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_finetune.errors import UserError, UserErrors
-from hpc_finetune.jobspec import JobSpec, resolve
+from hpc_finetune.jobspec import JobSpec, gpus_asked, node_request, resolve
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.runconfig import RunConfig, is_hub_id
 from hpc_finetune.timefmt import parse_time
 
 
 def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
-                  config_source: str) -> tuple[list[UserError], list[str]]:
-    """Every problem with this run on this cluster (one UserError each), and notes on what was checked."""
+                  config_source: str) -> tuple[Optional[JobSpec], list[UserError], list[str]]:
+    """The job spec (None if the request breaks a profile limit), every problem with this run on this cluster (one
+    UserError each), and notes on what was checked."""
     problems: list[UserError] = []
     notes: list[str] = []
     fields: set[str] = set()
@@ -38,12 +39,11 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
     _writable(run_dir.parent, "output (run directory root)", add)
     _activation_problems(profile, lambda f, m: add(f, m, profile.path or profile.name))
     if profile.scheduler == "slurm":
-        _live_problems(cfg, profile, spec, add, notes, config_source)
-    return problems, notes
+        _live_problems(cfg, profile, spec, add, notes)
+    return spec, problems, notes
 
 
-def _live_problems(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSpec], add, notes: list[str],
-                   source: str) -> None:
+def _live_problems(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSpec], add, notes: list[str]) -> None:
     from hpc_finetune.livecheck import read_partitions, request_problems
 
     parts = read_partitions()
@@ -56,14 +56,12 @@ def _live_problems(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSp
             spec.mem
         partition = spec.partition
     else:  # the request broke a profile limit: still hold what was asked against the live cluster
-        nodes = res.nodes
-        gpus = profile.gpus_per_node if res.gpus_per_node is None else res.gpus_per_node
+        nodes, gpus = res.nodes, gpus_asked(profile, cfg)
         try:
             seconds = parse_time(res.time) if res.time else profile.default_seconds
         except UserError:
             seconds = None
-        cpus = profile.cpus_per_gpu * gpus if gpus else profile.cpus_per_node_cpu_only
-        mem = profile.mem_per_gpu if gpus else profile.mem_per_node_cpu_only
+        cpus, mem = node_request(profile, gpus)
         partition = res.partition or profile.partition
     part = request_problems(parts, partition=partition, nodes=nodes, gpus=gpus, gpu_type=profile.gpu_type,
                             seconds=seconds, cpus=cpus, mem=mem, add=add)
@@ -141,9 +139,11 @@ def _writable(folder: Path, what: str, add) -> None:
         add("output_dir", f"{what}: {folder} is not writable (nearest existing folder {probe})")
 
 
-def raise_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *, config_source: str) -> list[str]:
-    """Raise every problem at once (one line each); return the notes of what was checked."""
-    problems, notes = find_problems(cfg, profile, run_dir, config_source=config_source)
+def raise_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
+                   config_source: str) -> tuple[JobSpec, list[str]]:
+    """Raise every problem at once (one line each); else return the job spec and the notes of what was checked."""
+    spec, problems, notes = find_problems(cfg, profile, run_dir, config_source=config_source)
     if problems:
         raise UserErrors(problems)
-    return notes
+    assert spec is not None  # resolve's own errors are among the problems
+    return spec, notes

@@ -44,6 +44,17 @@ def _scale_mem(mem: str, factor: int) -> str:
     return f"{int(m.group(1)) * factor}{m.group(2)}"
 
 
+def gpus_asked(profile: ClusterProfile, cfg: RunConfig) -> int:
+    return profile.gpus_per_node if cfg.resources.gpus_per_node is None else cfg.resources.gpus_per_node
+
+
+def node_request(profile: ClusterProfile, gpus: int) -> tuple[int, str]:
+    """CPUs per task and memory per node that a job with ``gpus`` GPUs per node asks for."""
+    if gpus:
+        return profile.cpus_per_gpu * gpus, _scale_mem(profile.mem_per_gpu, gpus)
+    return profile.cpus_per_node_cpu_only, profile.mem_per_node_cpu_only
+
+
 def runs_root(profile: ClusterProfile) -> Path:
     return profile.shared_root_path() / "hpc-finetune" / "runs"
 
@@ -56,7 +67,7 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
     if nodes > profile.max_nodes:
         problems.append(UserError(f"{nodes} nodes asked, but cluster {profile.name!r} allows at most "
                                   f"{profile.max_nodes}", source=source, field="resources.nodes (--nodes)"))
-    gpus = profile.gpus_per_node if res.gpus_per_node is None else res.gpus_per_node
+    gpus = gpus_asked(profile, cfg)
     if gpus > profile.gpus_per_node:
         problems.append(UserError(f"{gpus} GPUs per node asked, but nodes of cluster {profile.name!r} have "
                                   f"{profile.gpus_per_node}", source=source,
@@ -77,12 +88,7 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
     if not gpus and cfg.launch.strategy == "fsdp":
         raise UserError("fsdp needs GPUs (accelerate's FSDP plugin asks for the current CUDA device); on CPU nodes "
                         "use launch.strategy: ddp or deepspeed", source=source, field="launch.strategy")
-    if gpus:
-        cpus = profile.cpus_per_gpu * gpus
-        mem = _scale_mem(profile.mem_per_gpu, gpus)
-    else:
-        cpus = profile.cpus_per_node_cpu_only
-        mem = profile.mem_per_node_cpu_only
+    cpus, mem = node_request(profile, gpus)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "output"
     spec = JobSpec(
         run_id=run_dir.name, run_dir=run_dir, output_dir=output_dir, cluster=profile.name,

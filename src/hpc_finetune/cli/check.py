@@ -14,12 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hpc_finetune.check import raise_problems
     from hpc_finetune.cli.common import load_with_flags
-    from hpc_finetune.jobspec import resolve, runs_root
+    from hpc_finetune.jobspec import runs_root
 
     profile, cfg = load_with_flags(args)
-    run_dir = runs_root(profile) / "check"
-    notes = raise_problems(cfg, profile, run_dir, config_source=str(args.config))
-    spec = resolve(profile, cfg, run_dir, source=str(args.config))
+    spec, notes = raise_problems(cfg, profile, runs_root(profile) / "check", config_source=str(args.config))
     print(f"{args.config}: ok for cluster {profile.name} ({spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), "
           f"{spec.time})")
     for note in notes:

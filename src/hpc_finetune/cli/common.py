@@ -39,8 +39,10 @@ def load_with_flags(args: argparse.Namespace) -> tuple[ClusterProfile, RunConfig
     return profile, cfg
 
 
-def prepare(args: argparse.Namespace, registry: Registry) -> Prepared:
-    profile, cfg = load_with_flags(args)
+def prepare(args: argparse.Namespace, registry: Registry,
+            loaded: tuple[ClusterProfile, RunConfig] | None = None) -> Prepared:
+    """A new run id and the rendered job; ``loaded`` is (profile, config) already read by the caller."""
+    profile, cfg = loaded or load_with_flags(args)
     root = runs_root(profile)
     run_dir = root / new_run_id(registry, root, cfg.name)
     return build(profile, cfg, run_dir, source=str(args.config))

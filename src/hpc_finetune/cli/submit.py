@@ -18,18 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc_finetune.cli.common import config_yaml, prepare, profile_yaml
+    from hpc_finetune.cli.common import config_yaml, load_with_flags, prepare, profile_yaml
     from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
     from hpc_finetune.render import launch_files
     registry = Registry()
+    profile, cfg = load_with_flags(args)
     if not args.no_check:  # every problem at once, before a run id or directory exists
         from hpc_finetune.check import raise_problems
-        from hpc_finetune.cli.common import load_with_flags
         from hpc_finetune.jobspec import runs_root
 
-        profile, cfg = load_with_flags(args)
         raise_problems(cfg, profile, runs_root(profile) / "check", config_source=str(args.config))
-    prep = prepare(args, registry)
+    prep = prepare(args, registry, (profile, cfg))
     spec = prep.spec
     files = launch_files(prep.cfg, spec)
     if args.dry_run:
