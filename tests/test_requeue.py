@@ -1,8 +1,10 @@
 """Surviving the time limit, preemption and hard failures on the real dev cluster (Slurm 22.05, two nodes).
 
-Slurm sends the `--signal` warning up to a minute early, so a 2-minute limit with `signal_seconds: 30` gives job
-segments of 60-90 s (about 20 s of it start-up). The amount of work is calibrated on this machine first (an
-uninterrupted run of the same config), then sized for about three segments.
+Slurm checks time limits every 30 s and sends the `--signal` warning up to a minute early, so a 2-minute limit with
+`signal_seconds: 30` gives job segments of 50-90 s, 15-20 s of it start-up: 30-75 s of training. The work is
+calibrated on this machine first (uninterrupted runs of the same configs, side by side as the real runs will be), then
+sized so that two segments cannot hold it even when both get the latest warning: at least two requeues, whatever the
+phase of Slurm's check.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from conftest import cli, log_text, profile_with, status_of, submit, wait_state,
 
 pytestmark = pytest.mark.slurm
 
-SEGMENT_TRAIN_SECONDS = 45  # the least training time a 2-minute segment leaves after start-up and the early signal
+WORK_SECONDS = 180  # training seconds of work: more than twice the most a 2-minute segment holds (about 75 s)
+CALIBRATION_STEPS = 300
 
 
 def sets(*pairs: str) -> list[str]:
@@ -55,22 +58,25 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
     a third, on a profile allowing one requeue, stops after it with its checkpoint saved and the reason shown."""
     run_yaml = str(demo_dir / "run.yaml")
     common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine")
-    calib = {n: submit("--nodes", str(n), "--gpus", "0", *sets(*common, "training.max_steps=300",
-                                                                 "logging.wandb=disabled"), run_yaml)
-             for n in (1, 2)}
+    # calibration: the same three jobs side by side (the third stands for the limited run), uninterrupted
+    nodes = {1: 1, 2: 2, "limited": 1}
+    calib = {n: submit("--nodes", str(nodes[n]), "--gpus", "0",
+                       *sets(*common, f"training.max_steps={CALIBRATION_STEPS}", "logging.wandb=disabled"), run_yaml)
+             for n in nodes}
     max_steps = {}
     for n, run in calib.items():
-        row = wait_state(run, {"completed", "failed"}, timeout=300)
+        row = wait_state(run, {"completed", "failed"}, timeout=400)
         assert row["state"] == "completed", log_text(run)[-3000:]
         summary = json.loads((output_of(row) / "summary.json").read_text())
-        max_steps[n] = max(400, int(300 / summary["train_seconds"] * SEGMENT_TRAIN_SECONDS * 2.6) // 10 * 10)
+        steps_per_second = CALIBRATION_STEPS / summary["train_seconds"]
+        max_steps[n] = max(400, int(steps_per_second * WORK_SECONDS) // 10 * 10)
 
     runs = {n: submit("--nodes", str(n), "--gpus", "0", "--time", "00:02:00",
                       *sets(*common, f"training.max_steps={max_steps[n]}", "logging.wandb=offline"), run_yaml)
             for n in (1, 2)}
     limited = profile_with(tmp_path, monkeypatch, "limited", "max_requeues: 1\n")
     out = cli("submit", "--cluster", limited, "--nodes", "1", "--gpus", "0", "--time", "00:02:00",
-              *sets(*common, f"training.max_steps={max_steps[1] * 2}", "logging.wandb=disabled"), run_yaml,
+              *sets(*common, f"training.max_steps={max_steps['limited'] * 2}", "logging.wandb=disabled"), run_yaml,
               check=True).stdout
     stopping = re.search(r"submitted run (\S+) as job", out).group(1)
     for n, run in runs.items():
