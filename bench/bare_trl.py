@@ -4,7 +4,8 @@
 
 Same model, data, LoRA and SFTConfig values as the demo run.yaml that `hpc-finetune train` gets in the bench
 (written out here by hand, as a user would), TRL doing its own tokenization and packing. Prints nothing of note;
-writes OUT_JSON with the train time, the tokens TRL counted and when the first optimizer step ended.
+writes OUT_JSON with the train time, the tokens TRL counted, when the first optimizer step ended, and the time and
+token count at every logging step.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def main() -> int:
 
     first = {}
 
+    logged = []
+
     class FirstStep(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
             first.setdefault("at", time.time())
+
+        def on_log(self, a, state, control, logs=None, **kw):  # as hpc-finetune's progress.jsonl records it
+            if logs and "loss" in logs:
+                logged.append({"step": state.global_step, "time": time.time(), "num_tokens": logs.get("num_tokens")})
 
     tok = AutoTokenizer.from_pretrained(args.model)
     ds = load_dataset("json", data_files=args.train_file, split="train").rename_column("content", "text")
@@ -55,7 +62,7 @@ def main() -> int:
     tokens = next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None)
     with open(args.out, "w") as f:
         json.dump({"train_seconds": seconds, "num_tokens": tokens, "steps": trainer.state.global_step,
-                   "first_step_at": first.get("at"), "started": STARTED}, f)
+                   "first_step_at": first.get("at"), "started": STARTED, "log": logged}, f)
     return 0
 
 

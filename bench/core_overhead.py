@@ -1,13 +1,18 @@
 """Training-core overhead and restart cost, on this CPU.
 
-    .venv/bin/python bench/core_overhead.py [--repeats 2] [--steps 200] [--restart-examples 100000] [--out FILE]
+    .venv/bin/python bench/core_overhead.py [--repeats 3] [--steps tiny=400,small=60] [--restart-examples 100000]
+                                            [--out FILE]
 
 1. Overhead: tokens/s of `hpc-finetune train` against bench/bare_trl.py (TRL's SFTTrainer alone) with the same
    model, data, LoRA and SFTConfig values, for the demo model at two sizes, packing on and off. Runs alternate
-   (ours, bare, ours, bare, ...) and the median of each is compared. tokens/s = tokens TRL counted / wall time
-   of trainer.train(); the time from process start to the end of the first optimizer step is reported apart.
+   (ours, bare, ours, bare, ...) and the median of each is compared; the ratio of each (ours, bare) pair is shown
+   too, for the spread. tokens/s is the steady rate: tokens TRL counted between the logging step at WARM_STEPS and
+   the last one, over the wall time between them (each script records both at every logging step), so the
+   trainer's set-up inside train() and the first slow steps do not dilute short runs. The time from process start
+   to the end of the first optimizer step is reported apart.
 2. Restart cost: time from process start to the first optimizer step, cold (tokenized cache empty) against
-   resumed (cache and a checkpoint present), on a generated dataset of N examples.
+   resumed (cache and a checkpoint present), on a generated dataset of N examples; next to it the import floor,
+   the time a process takes to import the training libraries and nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +41,18 @@ def run(cmd: list[str], env: dict) -> float:
     return t0
 
 
+WARM_STEPS = 20
+
+
+def steady_tokens_per_s(log: list[dict]) -> float:
+    """Tokens/s between the first logging step at or after WARM_STEPS and the last logging step."""
+    log = [e for e in log if e.get("num_tokens") is not None]
+    first = next(e for e in log if e["step"] >= WARM_STEPS)
+    last = log[-1]
+    assert last["step"] > first["step"], log
+    return (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"])
+
+
 def ours(demo: Path, out: Path, steps: int, packing: int, env: dict, extra: tuple = ()) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     t0 = run([PY, "-m", "hpc_finetune", "train", str(demo / "run.yaml"), "--set", f"training.max_steps={steps}",
@@ -43,7 +60,8 @@ def ours(demo: Path, out: Path, steps: int, packing: int, env: dict, extra: tupl
               f"training.packing={'true' if packing else 'false'}", "--set", "data.eval_file=null",
               "--set", f"output_dir={out}", *extra], env)
     s = json.loads((out / "summary.json").read_text())
-    return {"tok_s": s["num_tokens"] / s["train_seconds"], "first_step": s["first_step_at"] - t0,
+    log = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    return {"tok_s": steady_tokens_per_s(log), "first_step": s["first_step_at"] - t0,
             "pad": s.get("pad_fraction"), "steps": s["step"]}
 
 
@@ -51,13 +69,13 @@ def bare(demo: Path, out: Path, steps: int, packing: int, env: dict) -> dict:
     t0 = run([PY, str(HERE / "bare_trl.py"), str(demo / "model"), str(demo / "text.jsonl"), str(out),
               "--max-steps", str(steps), "--packing", str(packing)], env)
     s = json.loads(out.read_text())
-    return {"tok_s": s["num_tokens"] / s["train_seconds"], "first_step": s["first_step_at"] - t0, "pad": None,
+    return {"tok_s": steady_tokens_per_s(s["log"]), "first_step": s["first_step_at"] - t0, "pad": None,
             "steps": s["steps"]}
 
 
-def overhead(work: Path, env: dict, repeats: int, steps: int) -> list[str]:
-    lines = ["| model | packing | ours tokens/s | bare TRL tokens/s | ours / bare | pad fraction (ours) | "
-             "first step from start: ours / bare (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+def overhead(work: Path, env: dict, repeats: int, steps: dict[str, int]) -> list[str]:
+    lines = ["| model | packing | ours tokens/s | bare TRL tokens/s | ours / bare | each pair | pad fraction (ours) | "
+             "first step from start: ours / bare (s) |", "|---|---|---:|---:|---:|---|---:|---:|"]
     for size in ("tiny", "small"):
         demo = work / f"demo-{size}"
         if not demo.exists():
@@ -65,21 +83,25 @@ def overhead(work: Path, env: dict, repeats: int, steps: int) -> list[str]:
                            env=env, check=True, capture_output=True)
         for packing in (1, 0):
             a, b = [], []
-            for r in range(repeats):
-                a.append(ours(demo, work / "o", steps, packing, env))
-                b.append(bare(demo, work / "b.json", steps, packing, env))
+            for r in range(repeats):  # ours first in even pairs, bare first in odd ones
+                for who in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
+                    if who == "ours":
+                        a.append(ours(demo, work / "o", steps[size], packing, env))
+                    else:
+                        b.append(bare(demo, work / "b.json", steps[size], packing, env))
             ma = statistics.median(x["tok_s"] for x in a)
             mb = statistics.median(x["tok_s"] for x in b)
             fa = statistics.median(x["first_step"] for x in a[1:] or a)  # tokenized cache warm after run 1
             fb = statistics.median(x["first_step"] for x in b)
             pad = a[0]["pad"]
+            pairs = " ".join(f"{x['tok_s'] / y['tok_s']:.2f}" for x, y in zip(a, b))
             lines.append(f"| {size} | {'on' if packing else 'off'} | {ma:,.0f} | {mb:,.0f} | {ma / mb:.2f} | "
-                         f"{'-' if pad is None else f'{pad:.4f}'} | {fa:.1f} / {fb:.1f} |")
+                         f"{pairs} | {'-' if pad is None else f'{pad:.4f}'} | {fa:.1f} / {fb:.1f} |")
             print(lines[-1], flush=True)
     return lines
 
 
-def restart(work: Path, env: dict, examples: int) -> list[str]:
+def restart(work: Path, env: dict, examples: int, repeats: int) -> list[str]:
     demo = work / "demo-restart"
     if not demo.exists():
         subprocess.run([PY, "-m", "hpc_finetune", "demo", str(demo), "--size", "tiny", "--samples", "5000"],
@@ -101,35 +123,51 @@ def restart(work: Path, env: dict, examples: int) -> list[str]:
     common = ("--set", "training.save_steps=20", "--set", "training.max_length=256", "--set",
               f"data.train_file={data}")
     cold = ours(demo, out, 20, 1, e, common)  # tokenizes 100k examples, trains to step 20, saves checkpoint-20
-    # the requeued job: same output directory, cache present, resumes from checkpoint-20 and runs one more step
-    t0 = run([PY, "-m", "hpc_finetune", "train", str(demo / "run.yaml"), "--set", "training.max_steps=21",
-              "--set", "logging.wandb=disabled", "--set", "data.eval_file=null", "--set", f"output_dir={out}",
-              *common], e)
-    s = json.loads((out / "summary.json").read_text())
-    assert s["resumed_from"] and s["resumed_from"].endswith("checkpoint-20"), s
-    resumed = s["first_step_at"] - t0
-    return ["| dataset | cold: start to first step (s) | resumed: start to first step (s) | cold / resumed |",
-            "|---|---:|---:|---:|",
+    resumed, floor = [], []
+    for _ in range(repeats):
+        # the requeued job: same output directory, cache present, resumes from checkpoint-20, runs one more step
+        shutil.rmtree(out / "checkpoint-21", ignore_errors=True)
+        t0 = run([PY, "-m", "hpc_finetune", "train", str(demo / "run.yaml"), "--set", "training.max_steps=21",
+                  "--set", "logging.wandb=disabled", "--set", "data.eval_file=null", "--set", f"output_dir={out}",
+                  *common], e)
+        s = json.loads((out / "summary.json").read_text())
+        assert s["resumed_from"] and s["resumed_from"].endswith("checkpoint-20"), s
+        resumed.append(s["first_step_at"] - t0)
+        # the floor under any start: a process importing what the trainer needs, and nothing else
+        t0 = time.time()
+        run([PY, "-c", "import torch, transformers, datasets, peft; from trl import SFTTrainer"], e)
+        floor.append(time.time() - t0)
+    r, f = statistics.median(resumed), statistics.median(floor)
+    return ["| dataset | cold: start to first step (s) | resumed: start to first step (s) | cold / resumed | "
+            "import floor (s) | resumed less floor (s) |",
+            "|---|---:|---:|---:|---:|---:|",
             f"| {examples:,} examples of ~8 sentences (tiny model, packing, max_length 256) | {cold['first_step']:.1f} | "
-            f"{resumed:.1f} | {cold['first_step'] / resumed:.1f}x |"]
+            f"{r:.1f} | {cold['first_step'] / r:.1f}x | {f:.1f} | {r - f:.1f} |",
+            "",
+            f"Resumed: median of {repeats} runs; import floor: median of {repeats} runs of `python -c \"import torch, "
+            "transformers, datasets, peft; from trl import SFTTrainer\"` alternating with them."]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", default="tiny=400,small=60",
+                    help="optimizer steps per run for each model size (about 8 s of steady training each here)")
     ap.add_argument("--restart-examples", type=int, default=100_000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    steps = {k: int(v) for k, v in (kv.split("=") for kv in args.steps.split(","))}
+    assert all(n > WARM_STEPS + 10 for n in steps.values()), f"need more than {WARM_STEPS + 10} steps per run"
     work = Path(tempfile.mkdtemp(prefix="hpcft-core-bench-"))
     env = dict(os.environ, HPCFT_TOKENIZED_CACHE=str(work / "cache"), WANDB_MODE="disabled",
                HPC_FINETUNE_HOME=str(work / "home"), TOKENIZERS_PARALLELISM="false")
     head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only; "
-            f"{args.steps} optimizer steps per run, median of {args.repeats} alternating runs; "
+            f"optimizer steps per run: {', '.join(f'{k} {v}' for k, v in steps.items())}; tokens/s measured from "
+            f"step {WARM_STEPS} to the last; median of {args.repeats} alternating runs; "
             f"{time.strftime('%Y-%m-%d')}")
     print(head, flush=True)
-    over = overhead(work, env, args.repeats, args.steps)
-    rest = restart(work, env, args.restart_examples)
+    over = overhead(work, env, args.repeats, steps)
+    rest = restart(work, env, args.restart_examples, args.repeats)
     print("\n".join(rest))
     text = "\n".join(["", "## Training-core overhead (`bench/core_overhead.py`)", "", head, "", *over, "",
                       "## Restart cost", "", *rest, ""])

@@ -1,12 +1,14 @@
-"""`plan` against a real training step: predicted vs measured peak memory on this CPU, three model sizes.
+"""`plan` against a real training step: predicted vs measured peak memory on this CPU, two model sizes, five cases.
 
     .venv/bin/python bench/plan_accuracy.py [--out bench/RESULTS.md]
 
 For each case a fresh process imports torch/transformers/peft, records its resident memory (the baseline), builds
-a random-weight Llama-style model from a config.json, wraps it (LoRA via PEFT, or full fine-tuning), and runs three
-optimizer steps (forward, backward, AdamW) on one micro-batch; the measured peak is the process high-water mark
-(VmHWM) minus the baseline, with glibc's mmap threshold fixed so that RSS follows live tensors. The prediction is `hpc_finetune.plan.estimate` for the same settings (fp32, no CUDA
-overhead row, eager attention is not used: SDPA as the trainer runs it). The ratio is measured / predicted.
+a random-weight Llama-style model from a config.json, wraps it (LoRA via PEFT, or full fine-tuning), and runs two
+optimizer steps (forward, backward, AdamW) on one micro-batch: the second is the first whole forward and backward
+with the AdamW states allocated, the steady peak (a third adds nothing). The measured peak is the process
+high-water mark (VmHWM) minus the baseline, with glibc's mmap threshold fixed so that RSS follows live tensors.
+The prediction is `hpc_finetune.plan.estimate` for the same settings (fp32, no CUDA overhead row, SDPA attention
+as the trainer runs it). The ratio is measured / predicted.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ if cfg["gc"]:
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["seq"]))
-for _ in range(3):
+for _ in range(2):
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
     note = (f"\n`plan` accuracy, fp32 on CPU ({platform.processor() or platform.machine()}, "
-            f"{platform.python_version()}): peak of 3 AdamW steps (VmHWM minus the baseline after imports, "
+            f"{platform.python_version()}): peak of 2 AdamW steps (VmHWM minus the baseline after imports, "
             "MALLOC_MMAP_THRESHOLD_=65536) vs `plan`'s estimate; trainable counts agree exactly with PEFT's.\n\n")
     print(note + table)
     if args.out:

@@ -17,7 +17,7 @@ start=$(date +%s)
 } > "$OUT"
 "$PY" bench/login_latency.py --repeats 3 --out "$OUT"
 "$PY" bench/plan_accuracy.py --out "$OUT"
-"$PY" bench/core_overhead.py --repeats 2 --steps 150 --out "$OUT"
+"$PY" bench/core_overhead.py --repeats 3 --out "$OUT"
 if [ "$(id -u)" = 0 ]; then
   "$PY" bench/scaling.py --out "$OUT"
 else

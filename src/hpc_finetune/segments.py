@@ -48,6 +48,18 @@ def read_events(run_dir: Path | str) -> list[dict]:
 
 
 def current_step(output_dir: Path | str) -> int:
+    """The last optimizer step the main process finished: the last whole line of OUTPUT/steps.log (written at every
+    step; only its tail is read), else the progress snapshot, else 0."""
+    try:
+        with (Path(output_dir) / "steps.log").open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+        whole = tail[:tail.rfind(b"\n")].split() if b"\n" in tail else []  # not a line a kill left half-written
+        if whole:
+            return int(whole[-1])
+    except (OSError, ValueError):
+        pass
     try:
         return int(json.loads((Path(output_dir) / "progress.json").read_text()).get("step", 0))
     except (OSError, ValueError, AttributeError):

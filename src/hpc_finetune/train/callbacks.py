@@ -14,7 +14,18 @@ from hpc_finetune.records import write_atomic
 
 
 class ProgressCallback(TrainerCallback):
-    """Writes OUTPUT/progress.json at every logging step and appends to OUTPUT/progress.jsonl (main process only)."""
+    """The main process's record of training, for `status` and for the requeue logic:
+
+    - OUTPUT/steps.log: every optimizer step, one line each, as it ends;
+    - OUTPUT/progress.jsonl: every logging step (loss, learning rate, tokens, tokens/s);
+    - OUTPUT/progress.json: the latest of those, replaced atomically at most every SNAPSHOT_SECONDS and at every
+      save and at the end.
+
+    The two logs stay open in append mode and are flushed line by line: a step costs one write, not an open and a
+    close (which on shared file systems is most of the cost of a tiny step's bookkeeping).
+    """
+
+    SNAPSHOT_SECONDS = 2.0
 
     def __init__(self, output_dir: Path, tokens_per_step: int) -> None:
         self.output_dir = output_dir
@@ -23,6 +34,22 @@ class ProgressCallback(TrainerCallback):
         self.first_step_at: float | None = None
         self.start_step = 0
         self.last: dict[str, Any] = {}
+        self._snapshot_at = 0.0
+        self._written: dict[str, Any] = {}
+        self._files: dict[str, Any] = {}
+
+    def _append(self, name: str, line: str) -> None:
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = (self.output_dir / name).open("a", encoding="utf-8")
+        f.write(line)
+        f.flush()
+
+    def _snapshot(self) -> None:
+        if self.last and self.last is not self._written:
+            write_atomic(self.output_dir / "progress.json", json.dumps(self.last) + "\n")
+            self._written = self.last
+            self._snapshot_at = time.time()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
@@ -32,24 +59,36 @@ class ProgressCallback(TrainerCallback):
         if self.first_step_at is None:
             self.first_step_at = time.time()
         if state.is_world_process_zero:
-            with (self.output_dir / "steps.log").open("a") as f:
-                f.write(f"{state.global_step}\n")
+            self._append("steps.log", f"{state.global_step}\n")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
-        elapsed = time.time() - self.started
+        now = time.time()
+        elapsed = now - self.started
         steps_done = state.global_step - self.start_step
         entry = {
             "step": state.global_step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
             "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
+            "num_tokens": logs.get("num_tokens"),  # tokens trained on so far (all ranks), as TRL counts them
             "tokens_per_s": round(steps_done * self.tokens_per_step / elapsed, 1) if elapsed > 0 else None,
-            "elapsed_s": round(elapsed, 2), "time": time.time(),
+            "elapsed_s": round(elapsed, 2), "time": now,
         }
         self.last = entry
-        write_atomic(self.output_dir / "progress.json", json.dumps(entry) + "\n")
-        with (self.output_dir / "progress.jsonl").open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        self._append("progress.jsonl", json.dumps(entry) + "\n")
+        if now - self._snapshot_at >= self.SNAPSHOT_SECONDS:
+            self._snapshot()
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._snapshot()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._snapshot()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
 
 
 class SaveOnSignalCallback(TrainerCallback):
