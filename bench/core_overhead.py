@@ -44,12 +44,14 @@ def run(cmd: list[str], env: dict) -> float:
 WARM_STEPS = 20
 
 
-def steady_tokens_per_s(log: list[dict]) -> float:
-    """Tokens/s between the first logging step at or after WARM_STEPS and the last logging step."""
+def steady_tokens_per_s(log: list[dict]) -> float | None:
+    """Tokens/s between the first logging step at or after WARM_STEPS and the last logging step (None for a run
+    too short to have both, such as the restart runs)."""
     log = [e for e in log if e.get("num_tokens") is not None]
-    first = next(e for e in log if e["step"] >= WARM_STEPS)
+    first = next((e for e in log if e["step"] >= WARM_STEPS), None)
+    if first is None or log[-1]["step"] <= first["step"]:
+        return None
     last = log[-1]
-    assert last["step"] > first["step"], log
     return (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"])
 
 
