@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in one command (16 minutes on a 2-core VM); rewrites bench/RESULTS.md with the tables.
+# Every benchmark in one command (18 minutes on a 2-core VM); rewrites bench/RESULTS.md with the tables.
 #   bash bench/run_all.sh            (as root for the dev-cluster part; otherwise it is skipped and said so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
