@@ -136,8 +136,7 @@ def restart(work: Path, env: dict, examples: int, repeats: int) -> list[str]:
         assert s["resumed_from"] and s["resumed_from"].endswith("checkpoint-20"), s
         resumed.append(s["first_step_at"] - t0)
         # the floor under any start: a process importing what the trainer needs, and nothing else
-        t0 = time.time()
-        run([PY, "-c", "import torch, transformers, datasets, peft; from trl import SFTTrainer"], e)
+        t0 = run([PY, "-c", "import torch, transformers, datasets, peft; from trl import SFTTrainer"], e)
         floor.append(time.time() - t0)
     r, f = statistics.median(resumed), statistics.median(floor)
     return ["| dataset | cold: start to first step (s) | resumed: start to first step (s) | cold / resumed | "

@@ -23,30 +23,22 @@ PY = sys.executable
 
 
 def synthetic_registry(home: Path, n: int) -> None:
-    env_home = os.environ.get("HPC_FINETUNE_HOME")
-    os.environ["HPC_FINETUNE_HOME"] = str(home)
     from hpc_finetune.records import Registry
 
-    reg = Registry()
+    reg = Registry(home / "registry.sqlite")  # where `status` finds it with HPC_FINETUNE_HOME=home
     rows = [(f"run-{i}", f"/work/u/runs/run-{i}", "devcluster", "slurm", 1.7e9 + i, 1 + i % 2, 4, 3600,
              str(1000 + i), "completed" if i % 3 else "timeout", "", 3000, 1, 0,
              '{"step": 100, "max_steps": 100, "final_loss": 1.23}') for i in range(n)]
     reg.insert_many(rows)
     reg.close()
-    if env_home is None:
-        os.environ.pop("HPC_FINETUNE_HOME")
-    else:
-        os.environ["HPC_FINETUNE_HOME"] = env_home
 
 
 def live_runs(home: Path, work: Path, n: int) -> Path:
     """``n`` live Slurm runs (run directories with records) and a recorded `sacct` on PATH that answers for them
     and counts its calls. Returns the bin folder to put first on PATH."""
-    env_home = os.environ.get("HPC_FINETUNE_HOME")
-    os.environ["HPC_FINETUNE_HOME"] = str(home)
     from hpc_finetune.records import Registry, RunRecord, Segment
 
-    reg = Registry()
+    reg = Registry(home / "registry.sqlite")
     lines = []
     for i in range(n):
         rd = work / "live" / f"live-{i}"
@@ -65,10 +57,6 @@ def live_runs(home: Path, work: Path, n: int) -> Path:
     script = bin_dir / "sacct"
     script.write_text(f"#!/bin/sh\necho call >> {work / 'sacct.calls'}\ncat {work / 'sacct.out'}\n")
     script.chmod(0o755)
-    if env_home is None:
-        os.environ.pop("HPC_FINETUNE_HOME")
-    else:
-        os.environ["HPC_FINETUNE_HOME"] = env_home
     return bin_dir
 
 
