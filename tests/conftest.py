@@ -146,8 +146,8 @@ def wait_state(run_id: str, states: set[str], timeout: float = 300) -> dict:
     raise AssertionError(f"{run_id} never reached {states}; states seen: {seen[-5:]}")
 
 
-def submit(*args: str) -> str:
-    out = cli("submit", "--cluster", "devcluster", *args, check=True).stdout
+def submit(*args: str, cluster: str = "devcluster") -> str:
+    out = cli("submit", "--cluster", cluster, *args, check=True).stdout
     return re.search(r"submitted run (\S+) as job (\d+)", out).group(1)
 
 

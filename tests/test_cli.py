@@ -141,3 +141,11 @@ def test_every_broken_limit_is_listed_at_once(home, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     for field in ("resources.nodes", "resources.gpus_per_node", "resources.time"):
         assert field in proc.stderr, proc.stderr
+
+
+def test_check_reports_a_missing_callback_file(home, tmp_path):
+    cfg = run_yaml(tmp_path)
+    proc = cli("check", str(cfg), "--set", "training.callbacks=[gone.py:Pace, some.module:Pace]")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"training.callbacks[0]: callback file {tmp_path / 'gone.py'} does not exist" in proc.stderr
+    assert "callbacks[1]" not in proc.stderr  # modules are imported on the node, not judged on the login node

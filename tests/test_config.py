@@ -124,3 +124,12 @@ def test_profile_search_order(tmp_path, monkeypatch):
     assert available_profiles()["local"] == site / "local.yaml"
     with pytest.raises(UserError, match="unknown cluster 'nope'; known clusters: a100-example, devcluster, local"):
         find_profile("nope")
+
+
+def test_callbacks_are_checked_and_files_made_absolute(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: m}\ntraining:\n  callbacks: [cb.py:Stop, my_pkg.cbs:Log]\n")
+    cfg = load_run_config(p)
+    assert cfg.training.callbacks == [f"{tmp_path / 'cb.py'}:Stop", "my_pkg.cbs:Log"]
+    for bad in ("cb.py", "my-pkg.x:Log", "x:1Log", "a:b:C"):
+        with pytest.raises(UserError, match=r"training\.callbacks\[0\].*is not 'package\.module:Class'"):
+            load_run_config(p, [f"training.callbacks=[{bad!r}]"])

@@ -1,10 +1,10 @@
 """Surviving the time limit, preemption and hard failures on the real dev cluster (Slurm 22.05, two nodes).
 
 Slurm checks time limits every 30 s and sends the `--signal` warning up to a minute early, so a 2-minute limit with
-`signal_seconds: 30` gives job segments of 50-90 s, 15-20 s of it start-up: 30-75 s of training. The work is
-calibrated on this machine first (uninterrupted runs of the same configs, side by side as the real runs will be), then
-sized so that two segments cannot hold it even when both get the latest warning: at least two requeues, whatever the
-phase of Slurm's check.
+`signal_seconds: 30` gives job segments of 50-90 s, 10-25 s of it start-up: 25-80 s of training. How many steps fit
+in that must not depend on how busy the machine is (three jobs share two cores, and each goes quiet while it
+requeues), so the time-limit runs pace every step to a fixed wall time (`tests/paced_steps.py`, through
+`training.callbacks`): 200 s of work, more than two segments can hold even when both get the latest warning.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from conftest import cli, log_text, profile_with, status_of, submit, wait_state,
 
 pytestmark = pytest.mark.slurm
 
-WORK_SECONDS = 180  # training seconds of work: more than twice the most a 2-minute segment holds (about 75 s)
-CALIBRATION_STEPS = 300
+PACED = f"{Path(__file__).resolve().parent / 'paced_steps.py'}:PacedSteps"
+STEP_SECONDS = 0.25  # PacedSteps.SECONDS
+WORK_SECONDS = 200  # wall seconds of paced work: more than two 2-minute segments hold (at most ~80 s each)
 
 
 def sets(*pairs: str) -> list[str]:
@@ -57,26 +58,19 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
     """Three runs at once, each with a 2-minute limit: 1 node x 1 process and 2 nodes x 1 process run to the end;
     a third, on a profile allowing one requeue, stops after it with its checkpoint saved and the reason shown."""
     run_yaml = str(demo_dir / "run.yaml")
-    common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine")
-    # calibration: the same three jobs side by side (the third stands for the limited run), uninterrupted
-    nodes = {1: 1, 2: 2, "limited": 1}
-    calib = {n: submit("--nodes", str(nodes[n]), "--gpus", "0",
-                       *sets(*common, f"training.max_steps={CALIBRATION_STEPS}", "logging.wandb=disabled"), run_yaml)
-             for n in nodes}
-    max_steps = {}
-    for n, run in calib.items():
-        row = wait_state(run, {"completed", "failed"}, timeout=400)
-        assert row["state"] == "completed", log_text(run)[-3000:]
-        summary = json.loads((output_of(row) / "summary.json").read_text())
-        steps_per_second = CALIBRATION_STEPS / summary["train_seconds"]
-        max_steps[n] = max(400, int(steps_per_second * WORK_SECONDS) // 10 * 10)
-
+    common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine",
+              f"training.callbacks=[{json.dumps(PACED)}]")
+    steps = int(WORK_SECONDS / STEP_SECONDS)
+    max_steps = {1: steps, 2: steps}
+    # room for more segments than the ~4 expected, so that only a bug can exhaust the requeues
+    patient = profile_with(tmp_path, monkeypatch, "patient", "max_requeues: 10\n")
     runs = {n: submit("--nodes", str(n), "--gpus", "0", "--time", "00:02:00",
-                      *sets(*common, f"training.max_steps={max_steps[n]}", "logging.wandb=offline"), run_yaml)
+                      *sets(*common, f"training.max_steps={steps}", "logging.wandb=offline"), run_yaml,
+                      cluster=patient)
             for n in (1, 2)}
     limited = profile_with(tmp_path, monkeypatch, "limited", "max_requeues: 1\n")
     out = cli("submit", "--cluster", limited, "--nodes", "1", "--gpus", "0", "--time", "00:02:00",
-              *sets(*common, f"training.max_steps={max_steps['limited'] * 2}", "logging.wandb=disabled"), run_yaml,
+              *sets(*common, f"training.max_steps={steps * 2}", "logging.wandb=disabled"), run_yaml,
               check=True).stdout
     stopping = re.search(r"submitted run (\S+) as job", out).group(1)
     for n, run in runs.items():
@@ -85,6 +79,7 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
         assert row["state"] == "completed", log0[-4000:]
         evs = events(row)
         requeued = [e for e in evs if e["event"] == "requeued"]
+        assert "callbacks added: PacedSteps" in log0
         assert len(requeued) >= 2 and {e["reason"] for e in requeued} == {"time limit"}, evs
         assert row["requeues"] == len(requeued)
         # nothing lost, nothing done twice: the main process logged every optimizer step exactly once

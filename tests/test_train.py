@@ -216,3 +216,29 @@ def test_every_local_data_format_loads(home, demo_dir, tmp_path, kind):
     cfg = config(demo_dir, tmp_path, f"data.train_file={target}", "data.eval_file=null")
     train_ds, eval_ds, info = data_mod.prepare(cfg, load_tokenizer(cfg))
     assert info["cache"] == "miss" and len(train_ds) > 0 and eval_ds is None
+
+
+def test_user_callbacks_run_and_bad_ones_fail_before_the_model_loads(home, demo_dir, tmp_path):
+    from hpc_finetune.train.core import train
+
+    (tmp_path / "cbs.py").write_text(
+        "from transformers import TrainerCallback\n"
+        "class Record(TrainerCallback):\n"
+        "    def on_step_end(self, args, state, control, **kw):\n"
+        f"        open({str(tmp_path / 'seen')!r}, 'a').write(f'{{state.global_step}}\\n')\n"
+        "class NotACallback:\n    pass\n"
+        "class Broken(TrainerCallback):\n"
+        "    def __init__(self):\n        raise RuntimeError('no config')\n")
+    cfg = config(demo_dir, tmp_path, "training.max_steps=4", f"training.callbacks=['{tmp_path}/cbs.py:Record']")
+    train(cfg)
+    assert (tmp_path / "seen").read_text().split() == ["1", "2", "3", "4"]
+    cases = {f"{tmp_path}/cbs.py:NotACallback": "has no TrainerCallback subclass named 'NotACallback'",
+             f"{tmp_path}/cbs.py:Broken": "Broken() failed: RuntimeError: no config",
+             f"{tmp_path}/missing.py:X": "does not exist on",
+             "no_such_module_xyz:X": "cannot import no_such_module_xyz: ModuleNotFoundError"}
+    for spec, message in cases.items():
+        proc = cli("train", str(demo_dir / "run.yaml"), "--set", f"training.callbacks=['{spec}']",
+                   "--set", "logging.wandb=disabled", "--set", f"output_dir={tmp_path / 'o'}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "training.callbacks[0]" in proc.stderr and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "o" / "progress.jsonl").exists()

@@ -9,7 +9,7 @@ from typing import Optional
 from hpc_finetune.errors import UserError, UserErrors
 from hpc_finetune.jobspec import JobSpec, gpus_asked, node_request, resolve
 from hpc_finetune.profile import ClusterProfile
-from hpc_finetune.runconfig import RunConfig, is_hub_id
+from hpc_finetune.runconfig import RunConfig, is_hub_id, parse_callback
 from hpc_finetune.timefmt import parse_time
 
 
@@ -36,6 +36,7 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
             add(err.field or "resources", err.message, err.source or config_source)
     _model_problems(cfg, profile, add)
     _data_problems(cfg, add)
+    _callback_problems(cfg, add)
     _writable(run_dir.parent, "output (run directory root)", add)
     _activation_problems(profile, lambda f, m: add(f, m, profile.path or profile.name))
     if profile.scheduler == "slurm":
@@ -129,6 +130,15 @@ def _data_problems(cfg: RunConfig, add) -> None:
             msg = check_data_file(Path(value), cfg.data)
             if msg:
                 add(f"data.{field}", msg)
+
+
+def _callback_problems(cfg: RunConfig, add) -> None:
+    """Callback files must be there (on shared storage, for every node); modules are imported on the node, whose
+    Python environment may differ from the login node's, so they are not checked here."""
+    for i, spec in enumerate(cfg.training.callbacks):
+        parsed = parse_callback(spec)
+        if parsed and parsed[2] and not Path(parsed[0]).is_file():
+            add(f"training.callbacks[{i}]", f"callback file {parsed[0]} does not exist")
 
 
 def _writable(folder: Path, what: str, add) -> None:

@@ -20,6 +20,21 @@ DTYPES = ("float32", "float16", "bfloat16")
 SEED_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"]
 
 
+CALLBACK_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def parse_callback(spec: str) -> Optional[tuple[str, str, bool]]:
+    """``(module or file, class name, is_file)`` for a ``training.callbacks`` entry; None if malformed."""
+    m = CALLBACK_SPEC.match(spec.strip())
+    if not m:
+        return None
+    target, name = m.group("target"), m.group("name")
+    if target.endswith(".py"):
+        return target, name, True
+    return (target, name, False) if MODULE_NAME.match(target) else None
+
+
 @dataclass
 class ModelConfig:
     path: str = required("Local model folder (or a hub id when online).")
@@ -123,6 +138,8 @@ class TrainingConfig:
     resume: Union[bool, str] = opt("auto", "auto: resume from the last complete checkpoint in output_dir; "
                                            "false: start fresh; or a checkpoint path.")
     extra_args: dict[str, Any] = opt({}, "Any other SFTConfig/TrainingArguments field, by name (checked at start).")
+    callbacks: list[str] = opt([], "Your own transformers TrainerCallback classes, as 'package.module:Class' or "
+                                   "'path/to/file.py:Class' (built with no arguments, added after ours).")
 
     def validate(self, source: str, prefix: str) -> None:
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -138,6 +155,10 @@ class TrainingConfig:
             self.resume = "auto"
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise UserError("eval_strategy: steps needs eval_steps", source=source, field=f"{prefix}.eval_steps")
+        for i, spec in enumerate(self.callbacks):
+            if parse_callback(spec) is None:
+                raise UserError(f"{spec!r} is not 'package.module:Class' or 'path/to/file.py:Class'",
+                                source=source, field=f"{prefix}.callbacks[{i}]")
 
 
 @dataclass
@@ -250,5 +271,9 @@ def absolutize(cfg: RunConfig, base: Path) -> None:
         cfg.data.dataset_name = fix(cfg.data.dataset_name)
     if cfg.output_dir:
         cfg.output_dir = fix(cfg.output_dir)
+    for i, spec in enumerate(cfg.training.callbacks):
+        parsed = parse_callback(spec)
+        if parsed and parsed[2]:
+            cfg.training.callbacks[i] = f"{fix(parsed[0])}:{parsed[1]}"
     if isinstance(cfg.training.resume, str) and cfg.training.resume != "auto":
         cfg.training.resume = fix(cfg.training.resume)  # type: ignore[assignment]

@@ -124,3 +124,52 @@ class SaveOnSignalCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+def load_user_callbacks(specs: list[str]) -> list[TrainerCallback]:
+    """The run config's ``training.callbacks``: import each class (from a module on the node's Python path, or from
+    a file on shared storage) and build it with no arguments. Any problem is one UserError naming the entry."""
+    import importlib
+    import importlib.util
+    import sys
+
+    from hpc_finetune.errors import UserError
+    from hpc_finetune.runconfig import parse_callback
+
+    built = []
+    for i, spec in enumerate(specs):
+        field = f"training.callbacks[{i}]"
+        parsed = parse_callback(spec)
+        if parsed is None:
+            raise UserError(f"{spec!r} is not 'package.module:Class' or 'path/to/file.py:Class'", field=field)
+        target, name, is_file = parsed
+        try:
+            if is_file:
+                path = Path(target)
+                if not path.is_file():
+                    raise UserError(f"callback file {path} does not exist on {_host()}", field=field)
+                mod_name = f"_hpcft_callbacks_{i}_{path.stem}"
+                mod_spec = importlib.util.spec_from_file_location(mod_name, path)
+                module = importlib.util.module_from_spec(mod_spec)
+                sys.modules[mod_name] = module
+                mod_spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(target)
+        except UserError:
+            raise
+        except Exception as exc:  # the user's code: say which entry failed to import, and how
+            raise UserError(f"cannot import {target}: {type(exc).__name__}: {exc}", field=field) from None
+        cls = getattr(module, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, TrainerCallback)):
+            raise UserError(f"{target} has no TrainerCallback subclass named {name!r}", field=field)
+        try:
+            built.append(cls())
+        except Exception as exc:
+            raise UserError(f"{name}() failed: {type(exc).__name__}: {exc}", field=field) from None
+    return built
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()

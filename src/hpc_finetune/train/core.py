@@ -145,12 +145,13 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
 
 def train(cfg: RunConfig) -> dict:
     """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
-    from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback
+    from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback, load_user_callbacks
 
     started = time.time()
     output_dir = default_output_dir(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_offline(cfg)
+    user_callbacks = load_user_callbacks(cfg.training.callbacks)  # before the model: a typo fails in seconds
     wandb_id = setup_wandb(cfg, output_dir)
     trainer, info = build_trainer(cfg, output_dir)
     args = trainer.args
@@ -161,9 +162,14 @@ def train(cfg: RunConfig) -> dict:
     signal_cb = SaveOnSignalCallback(os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2"))
     trainer.add_callback(progress)
     trainer.add_callback(signal_cb)
+    for callback in user_callbacks:
+        trainer.add_callback(callback)
     resume = resume_point(cfg, output_dir)
     print(f"hpc-finetune train: host={socket.gethostname()} rank={args.process_index} world_size={world} "
           f"method={cfg.method} tokenized_cache={info['cache']} resume_from={resume or 'none'}", flush=True)
+    if rank() == 0 and user_callbacks:
+        print("hpc-finetune train: callbacks added: " + ", ".join(type(c).__name__ for c in user_callbacks) +
+              f" ({', '.join(cfg.training.callbacks)})", flush=True)
     if rank() == 0 and hasattr(trainer.model, "print_trainable_parameters"):
         trainer.model.print_trainable_parameters()
     t0 = time.time()
