@@ -61,7 +61,6 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
     common = ("training.save_steps=1000000", "training.logging_steps=10", "training.lr_scheduler_type=cosine",
               f"training.callbacks=[{json.dumps(PACED)}]")
     steps = int(WORK_SECONDS / STEP_SECONDS)
-    max_steps = {1: steps, 2: steps}
     # room for more segments than the ~4 expected, so that only a bug can exhaust the requeues
     patient = profile_with(tmp_path, monkeypatch, "patient", "max_requeues: 10\n")
     runs = {n: submit("--nodes", str(n), "--gpus", "0", "--time", "00:02:00",
@@ -69,10 +68,9 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
                       cluster=patient)
             for n in (1, 2)}
     limited = profile_with(tmp_path, monkeypatch, "limited", "max_requeues: 1\n")
-    out = cli("submit", "--cluster", limited, "--nodes", "1", "--gpus", "0", "--time", "00:02:00",
-              *sets(*common, f"training.max_steps={steps * 2}", "logging.wandb=disabled"), run_yaml,
-              check=True).stdout
-    stopping = re.search(r"submitted run (\S+) as job", out).group(1)
+    stopping = submit("--nodes", "1", "--gpus", "0", "--time", "00:02:00",
+                      *sets(*common, f"training.max_steps={steps * 2}", "logging.wandb=disabled"), run_yaml,
+                      cluster=limited)
     for n, run in runs.items():
         row = wait_state(run, {"completed", "failed", "cancelled", "timeout"}, timeout=1200)
         log0 = log_text(run, 0)
@@ -83,10 +81,10 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
         assert len(requeued) >= 2 and {e["reason"] for e in requeued} == {"time limit"}, evs
         assert row["requeues"] == len(requeued)
         # nothing lost, nothing done twice: the main process logged every optimizer step exactly once
-        assert steps_logged(row) == list(range(1, max_steps[n] + 1))
+        assert steps_logged(row) == list(range(1, steps + 1))
         summary = json.loads((output_of(row) / "summary.json").read_text())
         last_save = re.findall(r"checkpoint saved at step (\d+)", log0)[-1]
-        assert summary["step"] == max_steps[n]
+        assert summary["step"] == steps
         assert summary["resumed_from"] == str(output_of(row) / f"checkpoint-{last_save}")
         starts = [e for e in evs if e["event"] == "start"]
         assert len(starts) == len(requeued) + 1
@@ -99,8 +97,8 @@ def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo
         assert len(folders) == len(starts) and all(f.name.endswith(run_id) for f in folders)
         history = [wandb_offline_history(next(f.glob("run-*.wandb"))) for f in folders]
         assert {rid for rid, _ in history} == {run_id}
-        logged = [s for _, steps in history for s in steps]
-        assert logged == sorted(set(logged)) and logged[-1] == max_steps[n]
+        logged = [s for _, seen in history for s in seen]
+        assert logged == sorted(set(logged)) and logged[-1] == steps
         assert all(h[1] for h in history)  # every segment logged its own part of the history
         text = cli("status", run, "--segments", check=True).stdout
         assert f"requeues {len(requeued)}" in text

@@ -127,10 +127,12 @@ class SaveOnSignalCallback(TrainerCallback):
 
 
 def load_user_callbacks(specs: list[str]) -> list[TrainerCallback]:
-    """The run config's ``training.callbacks``: import each class (from a module on the node's Python path, or from
-    a file on shared storage) and build it with no arguments. Any problem is one UserError naming the entry."""
+    """The run config's ``training.callbacks`` (their form checked when the config loaded): import each class (from a
+    module on the node's Python path, or from a file on shared storage) and build it with no arguments. Any problem
+    is one UserError naming the entry."""
     import importlib
     import importlib.util
+    import socket
     import sys
 
     from hpc_finetune.errors import UserError
@@ -139,24 +141,17 @@ def load_user_callbacks(specs: list[str]) -> list[TrainerCallback]:
     built = []
     for i, spec in enumerate(specs):
         field = f"training.callbacks[{i}]"
-        parsed = parse_callback(spec)
-        if parsed is None:
-            raise UserError(f"{spec!r} is not 'package.module:Class' or 'path/to/file.py:Class'", field=field)
-        target, name, is_file = parsed
+        target, name, is_file = parse_callback(spec)
+        if is_file and not Path(target).is_file():
+            raise UserError(f"callback file {target} does not exist on {socket.gethostname()}", field=field)
         try:
             if is_file:
-                path = Path(target)
-                if not path.is_file():
-                    raise UserError(f"callback file {path} does not exist on {_host()}", field=field)
-                mod_name = f"_hpcft_callbacks_{i}_{path.stem}"
-                mod_spec = importlib.util.spec_from_file_location(mod_name, path)
-                module = importlib.util.module_from_spec(mod_spec)
-                sys.modules[mod_name] = module
+                mod_name = f"_hpcft_callbacks_{i}_{Path(target).stem}"
+                mod_spec = importlib.util.spec_from_file_location(mod_name, target)
+                module = sys.modules[mod_name] = importlib.util.module_from_spec(mod_spec)
                 mod_spec.loader.exec_module(module)
             else:
                 module = importlib.import_module(target)
-        except UserError:
-            raise
         except Exception as exc:  # the user's code: say which entry failed to import, and how
             raise UserError(f"cannot import {target}: {type(exc).__name__}: {exc}", field=field) from None
         cls = getattr(module, name, None)
@@ -167,9 +162,3 @@ def load_user_callbacks(specs: list[str]) -> list[TrainerCallback]:
         except Exception as exc:
             raise UserError(f"{name}() failed: {type(exc).__name__}: {exc}", field=field) from None
     return built
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
