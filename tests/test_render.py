@@ -115,3 +115,14 @@ def test_launch_configs_for_each_strategy(tmp_path, monkeypatch):
         assert "num_machines: 2" in files["accelerate_config.yaml"]
         assert "num_processes: 8" in files["accelerate_config.yaml"]
         assert ("deepspeed_config.json" in files) == (strategy == "deepspeed")
+
+
+@pytest.mark.parametrize("gpus,cpus", [(4, 64), (2, 32), (0, 8)])
+def test_srun_asks_the_jobs_cpus_explicitly(tmp_path, monkeypatch, gpus, cpus):
+    """Slurm 22.05-23.02's srun does not read SLURM_CPUS_PER_TASK: without --cpus-per-task on the srun line a site may
+    give each node's trainers one CPU. The step asks exactly what the job asked (#SBATCH --cpus-per-task)."""
+    text = render_case(tmp_path, monkeypatch, "a100-example", 1, f"resources: {{gpus_per_node: {gpus}}}\n")
+    header = next(ln for ln in text.splitlines() if ln.startswith("#SBATCH --cpus-per-task="))
+    srun = next(ln for ln in text.splitlines() if ln.startswith("srun "))
+    assert header == f"#SBATCH --cpus-per-task={cpus}"
+    assert f" --cpus-per-task={cpus} " in srun

@@ -325,14 +325,7 @@ def smallest_fix(i: PlanInputs) -> Optional[str]:
 def inputs_from_run(cfg, spec, profile) -> PlanInputs:  # RunConfig, JobSpec, ClusterProfile
     """The plan's view of a run: its model config, method, hyper-parameters and the job's shape."""
     t, lora = cfg.training, cfg.lora
-    dtype = cfg.model.dtype
-    if cfg.method == "qlora":
-        storage = cfg.quantization.quant_storage_dtype
-        weight = {"float16": 2.0, "bfloat16": 2.0}.get(storage, 4.0)
-    elif dtype != "auto":
-        weight = 4.0 if dtype == "float32" else 2.0
-    else:
-        weight = 2.0 if t.precision in ("bf16", "fp16") else 4.0
+    weight = 4.0 if cfg.load_dtype == "float32" else 2.0  # the training core's own rule (RunConfig.load_dtype)
     return PlanInputs(
         shape=ModelShape.from_model_dir(Path(cfg.model.path)), method=cfg.method, lora_r=lora.r,
         lora_targets=lora.target_modules, lora_dropout=lora.dropout, weight_bytes=weight,

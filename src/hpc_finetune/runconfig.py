@@ -17,6 +17,7 @@ from hpc_finetune.timefmt import parse_time
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
+PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 SEED_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"]
 
 
@@ -73,9 +74,11 @@ class LoraSettings:
 class QuantSettings:
     quant_type: Literal["nf4", "fp4"] = opt("nf4", "4-bit quantization type (qlora).")
     nested_quant: bool = opt(False, "Double quantization of the 4-bit constants (qlora).")
-    compute_dtype: Literal["float32", "float16", "bfloat16"] = opt("float16", "Compute dtype of 4-bit layers.")
-    quant_storage_dtype: Literal["uint8", "float16", "bfloat16", "float32"] = opt(
-        "uint8", "Storage dtype of 4-bit weights (bfloat16 for QLoRA with FSDP/ZeRO-3).")
+    compute_dtype: Literal["auto", "float32", "float16", "bfloat16"] = opt(
+        "auto", "Compute dtype of 4-bit layers (auto: training.precision's, as the seed's QLoRA scripts).")
+    quant_storage_dtype: Literal["auto", "uint8", "float16", "bfloat16", "float32"] = opt(
+        "auto", "Storage dtype of 4-bit weights (auto: training.precision's dtype under FSDP or ZeRO-3, whose "
+                "flat parameters must be floating and uniform; uint8 otherwise).")
 
 
 @dataclass
@@ -220,6 +223,10 @@ class RunConfig:
     output_dir: Optional[str] = opt(None, "Where checkpoints and the final model go (default: RUN_DIR/output).")
 
     def validate(self, source: str, prefix: str) -> None:
+        if self.method == "full" and self.model.dtype == "float16" and self.training.precision == "fp16":
+            raise UserError("full fine-tuning with fp16 mixed precision needs float32 trainable weights (torch's "
+                            "GradScaler cannot unscale fp16 gradients); use model.dtype: auto", source=source,
+                            field="model.dtype")
         if not RUN_NAME.match(self.name):
             raise UserError(f"{self.name!r} is not a valid run name: 1-64 letters, digits, '.', '_' or '-', "
                             "starting with a letter or digit", source=source, field="name")
@@ -231,6 +238,50 @@ class RunConfig:
     @property
     def uses_lora(self) -> bool:
         return self.method != "full"
+
+    @property
+    def shards_parameters(self) -> bool:
+        """FSDP or ZeRO-3: parameters are flattened and sharded, so they must share one floating dtype."""
+        return self.launch.strategy == "fsdp" or (self.launch.strategy == "deepspeed" and self.launch.zero_stage == 3)
+
+    @property
+    def precision_dtype(self) -> str:
+        return PRECISION_DTYPE[self.training.precision]
+
+    @property
+    def compute_dtype(self) -> str:
+        """Compute dtype of 4-bit layers: the quantization setting, or (auto) the training precision's."""
+        q = self.quantization.compute_dtype
+        return self.precision_dtype if q == "auto" else q
+
+    @property
+    def quant_storage_dtype(self) -> str:
+        """Storage of packed 4-bit weights: floating and equal to the loaded dtype under FSDP/ZeRO-3 (torch's FSDP
+        cannot flatten integer or mixed-dtype parameters; PEFT's FSDP/DeepSpeed QLoRA guides), else uint8."""
+        q = self.quantization.quant_storage_dtype
+        if q != "auto":
+            return q
+        return self.precision_dtype if self.shards_parameters else "uint8"
+
+    @property
+    def load_dtype(self) -> str:
+        """The dtype weights are loaded in (one rule for the training core and for `plan`):
+
+        - model.dtype when set;
+        - full fine-tuning: float32 master weights (autocast does the mixed precision, as the seed's utils.py;
+          16-bit weights would round small AdamW updates away, and fp16 ones break GradScaler); DeepSpeed casts
+          to 16 bit itself and keeps its own fp32 master copy;
+        - QLoRA: the storage dtype when it is floating (FSDP/ZeRO-3 need everything in one dtype), else the
+          training precision's dtype (the frozen non-quantized parts: embeddings, norms, head);
+        - LoRA / 8-bit LoRA: the training precision's dtype (the base is frozen; PEFT keeps adapters in fp32).
+        """
+        if self.model.dtype != "auto":
+            return self.model.dtype
+        if self.method == "full":
+            return "float32"
+        if self.method == "qlora" and self.quant_storage_dtype != "uint8":
+            return self.quant_storage_dtype
+        return self.precision_dtype
 
 
 def load_run_config(path: Path, overrides: list[str] | None = None, *, base_dir: Path | None = None) -> RunConfig:

@@ -48,7 +48,7 @@ echo "hpc-finetune: $(hostname) python=$(command -v python) CUDA_VISIBLE_DEVICES
 # --- launch: one task per node; each node's launcher reads its own rank ($SLURM_NODEID) at run time
 export SUBMITIT_EXECUTOR=slurm
 status=0
-srun --unbuffered --ntasks-per-node=1 --kill-on-bad-exit=1 --output /work/alice/hpc-finetune/runs/golden/jobs/%j_%t_log.out python -u -m submitit.core._submit /work/alice/hpc-finetune/runs/golden/jobs || status=$?
+srun --unbuffered --ntasks-per-node=1 --cpus-per-task=64 --kill-on-bad-exit=1 --output /work/alice/hpc-finetune/runs/golden/jobs/%j_%t_log.out python -u -m submitit.core._submit /work/alice/hpc-finetune/runs/golden/jobs || status=$?
 if [ "$status" -ne 0 ]; then
   # a failed segment: log it, and requeue if the profile's retry_on_failure allows (never the same failure twice)
   python -m hpc_finetune.segments /work/alice/hpc-finetune/runs/golden /work/alice/hpc-finetune/runs/golden/output "$status" 0 || true

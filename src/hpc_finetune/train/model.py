@@ -31,14 +31,7 @@ def torch_dtype(name: str) -> Any:
 
 
 def weights_dtype(cfg: RunConfig) -> Any:
-    import torch
-
-    if cfg.method == "qlora":
-        storage = torch_dtype(cfg.quantization.quant_storage_dtype)
-        return storage if storage.is_floating_point else torch.float32
-    if cfg.model.dtype != "auto":
-        return torch_dtype(cfg.model.dtype)
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.training.precision, torch.float32)
+    return torch_dtype(cfg.load_dtype)  # the rule (and why) lives in RunConfig.load_dtype, shared with `plan`
 
 
 def quantization_config(cfg: RunConfig) -> Optional[Any]:
@@ -47,9 +40,9 @@ def quantization_config(cfg: RunConfig) -> Optional[Any]:
     q = cfg.quantization
     if cfg.method == "qlora":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                                  bnb_4bit_compute_dtype=torch_dtype(q.compute_dtype),
+                                  bnb_4bit_compute_dtype=torch_dtype(cfg.compute_dtype),
                                   bnb_4bit_use_double_quant=q.nested_quant,
-                                  bnb_4bit_quant_storage=torch_dtype(q.quant_storage_dtype))
+                                  bnb_4bit_quant_storage=torch_dtype(cfg.quant_storage_dtype))
     if cfg.method == "lora-8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
