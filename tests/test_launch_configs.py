@@ -114,22 +114,63 @@ def test_accelerate_accepts_rendered_config(tmp_path, monkeypatch, variant):
         assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "4")
         assert rendezvous(args) == "10.0.0.1:21234"
         if strategy == "fsdp":
-            from accelerate.utils import FullyShardedDataParallelPlugin
-
             for key, value in env.items():
                 if key.startswith("FSDP_") or key.startswith("ACCELERATE_"):
                     monkeypatch.setenv(key, value)
-            assert env["FSDP_SYNC_MODULE_STATES"] == env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
-            # Both ask accelerate for the current CUDA/XPU device (rank 0 loads, then broadcasts); none exists here,
-            # so only these two are switched off to let the plugin parse the rest of what we rendered.
-            monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "false")
-            monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
-            plugin = FullyShardedDataParallelPlugin()
-            assert str(plugin.sharding_strategy).endswith("FULL_SHARD")
+            assert env["FSDP_VERSION"] == "2" and env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+            plugin = fsdp_plugin(monkeypatch)
+            assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # FSDP2 full shard
             assert str(plugin.state_dict_type).endswith("SHARDED_STATE_DICT")
-            assert str(plugin.auto_wrap_policy) != "None" or env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
-            assert bool(plugin.cpu_offload.offload_params) == prep.cfg.launch.offload_params
-            assert plugin.use_orig_params is True  # LoRA: frozen and trainable parameters in one flat unit
+            assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+            assert (type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy") == prep.cfg.launch.offload_params
+            assert plugin.activation_checkpointing == prep.cfg.training.gradient_checkpointing
+
+
+def fsdp_plugin(monkeypatch, **kwargs):
+    """accelerate's FSDP plugin from the environment (the accelerate path) or from Trainer arguments (torchrun).
+    Its CPU-RAM-efficient loading asks accelerate for the current CUDA device, which this machine lacks: that one
+    switch is turned off here (and compared separately) so the plugin parses the rest."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
+    if kwargs:
+        kwargs["cpu_ram_efficient_loading"] = False
+    return FullyShardedDataParallelPlugin(**kwargs)
+
+
+def plugin_view(plugin) -> dict:
+    return {name: str(getattr(plugin, name)) for name in (
+        "fsdp_version", "reshard_after_forward", "cpu_offload", "state_dict_type", "auto_wrap_policy",
+        "activation_checkpointing", "transformer_cls_names_to_wrap", "mixed_precision_policy")}
+
+
+@pytest.mark.parametrize("variant", ["fsdp", "fsdp-offload"])
+def test_fsdp_is_the_same_under_accelerate_and_torchrun(tmp_path, monkeypatch, variant):
+    """torchrun sets no accelerate environment: the Trainer must get the very FSDP settings the accelerate config
+    carries (today's bug: torchrun + fsdp silently trained plain DDP)."""
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    from hpc_finetune.train.core import sft_config
+
+    prep, run_dir = rendered(tmp_path, VARIANTS[variant])
+    args, _defaults = accelerate_args(prep, run_dir)
+    env = prepare_multi_gpu_env(args)
+    for key, value in env.items():
+        if key.startswith("FSDP_") or key.startswith("ACCELERATE_"):
+            monkeypatch.setenv(key, value)
+    via_accelerate = plugin_view(fsdp_plugin(monkeypatch))
+    for key in list(env):
+        if key.startswith("FSDP_") or key.startswith("ACCELERATE_"):
+            monkeypatch.delenv(key, raising=False)
+
+    prep.cfg.launch.launcher = "torchrun"
+    targs = sft_config(prep.cfg, tmp_path / "out", has_eval=False)
+    assert targs.fsdp_plugin_args is not None, "torchrun + fsdp must hand FSDP to the Trainer"
+    assert not targs.gradient_checkpointing  # FSDP's own activation checkpointing instead
+    fsdp_args = dict(targs.fsdp_plugin_args)
+    assert fsdp_args.pop("cpu_ram_efficient_loading") is True
+    via_torchrun = plugin_view(fsdp_plugin(monkeypatch, **fsdp_args))
+    assert via_torchrun == via_accelerate
 
 
 @pytest.mark.parametrize("variant", [v for v in sorted(VARIANTS) if v.startswith("zero")])

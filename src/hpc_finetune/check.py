@@ -41,7 +41,49 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
     _activation_problems(profile, lambda f, m: add(f, m, profile.path or profile.name))
     if profile.scheduler == "slurm":
         _live_problems(cfg, profile, spec, add, notes)
+    _attention_notes(cfg, profile, spec, notes)
     return spec, problems, notes
+
+
+def job_site_packages(profile: ClusterProfile) -> Optional[list[Path]]:
+    """The site-packages folders of the job's Python environment, where the login node can see them; None if not."""
+    import glob
+    import sys
+
+    from hpc_finetune.profile import expand_vars
+
+    act = profile.activation
+    if act.kind in ("venv", "conda") and act.prefix:
+        try:
+            prefix = Path(expand_vars(act.prefix, source=profile.path or profile.name, field="activation.prefix"))
+        except UserError:
+            return None
+    elif act.kind == "none" and act.python and "/" in act.python:
+        prefix = Path(act.python).parent.parent
+    elif act.kind == "none" and not act.python:
+        prefix = Path(sys.prefix)  # the job runs the interpreter running hpc-finetune
+    else:
+        return None  # a conda environment by name, or a bare `python`: not visible from here
+    found = [Path(p) for p in glob.glob(str(prefix / "lib" / "python3*" / "site-packages"))]
+    return found or None
+
+
+def _attention_notes(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSpec], notes: list[str]) -> None:
+    """flash_attention_2 needs the flash-attn package on the node (transformers' hub-kernel fallback needs the
+    network) and a GPU; the training core falls back to sdpa with one warning line. Say so before queueing."""
+    if cfg.model.attn_implementation != "flash_attention_2":
+        return
+    if spec is not None and spec.gpus_per_node == 0:
+        notes.append("warning: model.attn_implementation: flash_attention_2 needs GPUs; this CPU job will use sdpa")
+        return
+    sites = job_site_packages(profile)
+    if sites is None:
+        notes.append("model.attn_implementation: flash_attention_2: the job's environment is not visible from here; "
+                     "without the flash-attn package on the node the job falls back to sdpa")
+    elif not any(any(site.glob("flash_attn*")) for site in sites):
+        notes.append(f"warning: model.attn_implementation: flash_attention_2, but flash-attn is not installed in "
+                     f"the job's environment ({sites[0]}); the job will fall back to sdpa. Install it there "
+                     "(pip install flash-attn) or set attn_implementation: sdpa")
 
 
 def _live_problems(cfg: RunConfig, profile: ClusterProfile, spec: Optional[JobSpec], add, notes: list[str]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import segments
+from hpc_finetune import devices, segments
 from hpc_finetune.envvars import CACHE_VARS
 
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -120,6 +120,9 @@ class NodeProgram:
         env = dict(os.environ)
         env.update(HPCFT_NODE_RANK=str(info.node_rank), HPCFT_NUM_NODES=str(info.num_nodes),
                    HPCFT_MAIN_ADDR=info.main_addr, HPCFT_MAIN_PORT=str(info.port), HPCFT_JOB_ID=info.job_id)
+        visible = devices.for_node(self.gpus_per_node, env.get(devices.VAR))
+        if visible is not None:
+            env[devices.VAR] = os.environ[devices.VAR] = visible  # also for this node's log line below
         cmd = self.command(info)
         print(f"hpc-finetune node: host={info.hostname} node_rank={info.node_rank}/{info.num_nodes} "
               f"main={info.main_host}({info.main_addr}):{info.port} job={info.job_id} "

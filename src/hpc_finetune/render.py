@@ -22,6 +22,7 @@ from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.resources import data_dir
+from hpc_finetune.strategies import accelerate_fsdp_config
 
 _VAR_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[A-Za-z0-9_/.@%+=,-]*)?\}|\$[A-Za-z_][A-Za-z0-9_]*")
 
@@ -102,6 +103,7 @@ def launch_files(cfg: Any, spec: JobSpec) -> dict[str, str]:
         return {}
     env = environment()
     ctx = dict(spec=spec, launch=launch, uses_lora=cfg.uses_lora,
+               fsdp=accelerate_fsdp_config(cfg) if launch.strategy == "fsdp" else {},
                mixed_precision={"bf16": "bf16", "fp16": "fp16", "fp32": "'no'"}[cfg.training.precision],
                ds_config_path=str(spec.run_dir / "deepspeed_config.json"))
     files = {"accelerate_config.yaml": env.get_template(f"launch/accelerate_{launch.strategy}.yaml.j2").render(ctx)}

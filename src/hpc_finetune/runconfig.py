@@ -223,6 +223,7 @@ class RunConfig:
     output_dir: Optional[str] = opt(None, "Where checkpoints and the final model go (default: RUN_DIR/output).")
 
     def validate(self, source: str, prefix: str) -> None:
+        self._validate_quantized_sharding(source)
         if self.method == "full" and self.model.dtype == "float16" and self.training.precision == "fp16":
             raise UserError("full fine-tuning with fp16 mixed precision needs float32 trainable weights (torch's "
                             "GradScaler cannot unscale fp16 gradients); use model.dtype: auto", source=source,
@@ -234,6 +235,26 @@ class RunConfig:
             raise UserError("must not be empty", source=source, field="model.path")
         if self.logging.push_to_hub and not self.logging.hub_model_id:
             raise UserError("push_to_hub needs hub_model_id", source=source, field="logging.hub_model_id")
+
+    def _validate_quantized_sharding(self, source: str) -> None:
+        """FSDP and ZeRO-3 flatten and shard parameters: quantized weights must be floating and share one dtype."""
+        if not self.shards_parameters:
+            return
+        how = "FSDP" if self.launch.strategy == "fsdp" else "DeepSpeed ZeRO-3"
+        if self.method == "lora-8bit":
+            raise UserError(f"8-bit LoRA cannot be sharded by {how} (int8 weights cannot be flattened or "
+                            "partitioned); use method: qlora (4-bit weights in a floating storage dtype), or "
+                            "launch.strategy: ddp / deepspeed with zero_stage: 2", source=source, field="method")
+        if self.method == "qlora":
+            storage = self.quant_storage_dtype
+            if storage == "uint8":
+                raise UserError(f"{how} cannot shard 4-bit weights stored as uint8 (torch: \"Cannot flatten integer "
+                                "dtype tensors\"); use quant_storage_dtype: auto (the training precision's dtype)",
+                                source=source, field="quantization.quant_storage_dtype")
+            if storage != self.load_dtype:
+                raise UserError(f"{how} needs one dtype for every parameter: quant_storage_dtype is {storage} but "
+                                f"the model loads in {self.load_dtype}; use quant_storage_dtype: auto",
+                                source=source, field="quantization.quant_storage_dtype")
 
     @property
     def uses_lora(self) -> bool:

@@ -66,12 +66,7 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         push_to_hub=log.push_to_hub, hub_model_id=log.hub_model_id, save_only_model=False,
         remove_unused_columns=False, average_tokens_across_devices=False,
     )
-    if not _cuda_available():
-        kwargs["dataloader_pin_memory"] = False  # pinning only speeds host-to-GPU copies; on CPU it is pure cost
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            kwargs["ddp_backend"] = "gloo"  # CPU nodes: without this each process trains alone (world size 1)
-    if cfg.launch.strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
-        kwargs["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
+    kwargs.update(distribution_args(cfg, output_dir, cuda=_cuda_available()))
     valid = {f.name for f in dataclasses.fields(SFTConfig)}
     for key, value in t.extra_args.items():
         if key not in valid:
@@ -86,10 +81,65 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         raise UserError(f"rejected by SFTConfig: {str(exc).splitlines()[0]}", field="training") from None
 
 
+def distribution_args(cfg: RunConfig, output_dir: Path, *, cuda: bool) -> dict[str, Any]:
+    """The SFTConfig fields that make the processes of a launch train ONE model, whichever launcher started them.
+
+    - CPU: ``use_cpu`` (accelerate picks its multi-CPU DDP mode only when told the run is on CPU; without it every
+      rank trains its own copy and gradients are never all-reduced) and gloo. DeepSpeed is left to its own engine
+      (``use_cpu`` would bypass it), which all-reduces on gloo itself.
+    - LoRA under DDP: ``ddp_find_unused_parameters=False``: transformers searches for unused parameters for every
+      model that is not a PreTrainedModel (a PeftModel is not), a graph walk per step that also breaks reentrant
+      gradient checkpointing. Override with ``training.extra_args.ddp_find_unused_parameters``.
+    - torchrun: the launcher sets no accelerate environment, so the DeepSpeed JSON and the FSDP settings go to the
+      Trainer directly, the same settings the accelerate config carries (one source: strategies.fsdp_settings).
+    - FSDP: gradient checkpointing is FSDP's own activation checkpointing (the trainer refuses both at once).
+    """
+    from hpc_finetune.strategies import fsdp_settings
+
+    out: dict[str, Any] = {}
+    strategy = cfg.launch.strategy
+    if not cuda:
+        out["dataloader_pin_memory"] = False  # pinning only speeds host-to-GPU copies; on CPU it is pure cost
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            out["ddp_backend"] = "gloo"
+        if strategy != "deepspeed":
+            out["use_cpu"] = True
+    if cfg.uses_lora and strategy == "ddp":
+        out["ddp_find_unused_parameters"] = False
+    if strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
+        out["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
+    if strategy == "fsdp":
+        out["gradient_checkpointing"] = False
+        out["gradient_checkpointing_kwargs"] = None
+        if cfg.launch.launcher == "torchrun":
+            out["fsdp"] = True
+            out["fsdp_config"] = fsdp_settings(cfg)
+    return out
+
+
 def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def limit_visible_devices(cfg: RunConfig) -> None:
+    """One device per training process (none for a CPU-only request), before CUDA is initialised."""
+    from hpc_finetune import devices
+
+    visible = devices.for_process(cfg.resources.gpus_per_node, os.environ)
+    if visible is not None and os.environ.get(devices.VAR) != visible:
+        os.environ[devices.VAR] = visible
+
+
+def cuda_summary() -> dict[str, Any]:
+    """The main process's device and its peak allocated memory (for `plan` comparisons and the GPU bench)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"cuda_device": None, "cuda_max_memory_allocated_gb": None}
+    return {"cuda_device": torch.cuda.get_device_name(),
+            "cuda_max_memory_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
 
 
 def setup_wandb(cfg: RunConfig, output_dir: Path) -> Optional[str]:
@@ -151,6 +201,7 @@ def train(cfg: RunConfig) -> dict:
     output_dir = default_output_dir(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_offline(cfg)
+    limit_visible_devices(cfg)
     user_callbacks = load_user_callbacks(cfg.training.callbacks)  # before the model: a typo fails in seconds
     wandb_id = setup_wandb(cfg, output_dir)
     trainer, info = build_trainer(cfg, output_dir)
@@ -166,7 +217,9 @@ def train(cfg: RunConfig) -> dict:
         trainer.add_callback(callback)
     resume = resume_point(cfg, output_dir)
     print(f"hpc-finetune train: host={socket.gethostname()} rank={args.process_index} world_size={world} "
-          f"method={cfg.method} tokenized_cache={info['cache']} resume_from={resume or 'none'}", flush=True)
+          f"parallel_mode={args.parallel_mode.value} distributed_type={args.distributed_state.distributed_type.value} "
+          f"device={args.device} method={cfg.method} tokenized_cache={info['cache']} resume_from={resume or 'none'}",
+          flush=True)
     if rank() == 0 and user_callbacks:
         print("hpc-finetune train: callbacks added: " + ", ".join(type(c).__name__ for c in user_callbacks) +
               f" ({', '.join(cfg.training.callbacks)})", flush=True)
@@ -190,6 +243,7 @@ def train(cfg: RunConfig) -> dict:
         "pad_fraction": info.get("pad_fraction"),
         "runtime_seconds": round(time.time() - started, 2), "wandb_run_id": wandb_id,
         "interrupted": signal_cb.stopped_for_signal, "versions": versions(),
+        "attention": getattr(trainer.model.config, "_attn_implementation", None), **cuda_summary(),
     }
     if signal_cb.stopped_for_signal:
         if rank() == 0:

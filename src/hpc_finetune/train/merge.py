@@ -7,7 +7,8 @@ from pathlib import Path
 from hpc_finetune.errors import UserError
 
 
-def merge(adapter_dir: Path, out_dir: Path, dtype: str = "float32") -> Path:
+def merge(adapter_dir: Path, out_dir: Path, dtype: str = "auto") -> Path:
+    """``dtype`` auto: the base model's own (see hpc_finetune.mergeplan: a 70B base in fp32 is 280 GB)."""
     import torch
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -17,6 +18,10 @@ def merge(adapter_dir: Path, out_dir: Path, dtype: str = "float32") -> Path:
                         source="merge")
     peft_cfg = PeftConfig.from_pretrained(str(adapter_dir))
     base_path = peft_cfg.base_model_name_or_path
+    if dtype == "auto":
+        from hpc_finetune.mergeplan import base_dtype
+
+        dtype = base_dtype(Path(base_path))
     # The base is loaded unquantized in `dtype`: merging into 4-bit weights would round the adapter away.
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))

@@ -83,11 +83,32 @@ def load_tokenizer(cfg: RunConfig) -> Any:
     return tok
 
 
+def attention_kernel(requested: str, *, cuda: bool, has_flash_attn: bool) -> tuple[str, Optional[str]]:
+    """(kernel to load with, warning or None). flash_attention_2 needs the flash-attn package and a GPU: without the
+    package transformers would try to fetch a kernel from the hub, which an offline compute node cannot reach, and
+    fail after the queue wait. Fall back to sdpa (PyTorch's fused attention) with one line saying why."""
+    if requested != "flash_attention_2":
+        return requested, None
+    if not cuda:
+        return "sdpa", "attention: flash_attention_2 needs a GPU; using sdpa on CPU"
+    if not has_flash_attn:
+        return "sdpa", ("attention: flash_attention_2 asked, but the flash-attn package is not installed in this "
+                        "environment (pip install flash-attn); using sdpa")
+    return requested, None
+
+
 def load_model(cfg: RunConfig, tokenizer: Any) -> Any:
+    import importlib.util
+
+    import torch
     from transformers import AutoModelForCausalLM
 
+    attn, warning = attention_kernel(cfg.model.attn_implementation, cuda=torch.cuda.is_available(),
+                                     has_flash_attn=importlib.util.find_spec("flash_attn") is not None)
+    if warning and int(os.environ.get("RANK", "0")) == 0:
+        print(f"hpc-finetune train: warning: {warning}", flush=True)
     kwargs: dict[str, Any] = {"dtype": weights_dtype(cfg), "trust_remote_code": cfg.model.trust_remote_code,
-                              "attn_implementation": cfg.model.attn_implementation}
+                              "attn_implementation": attn}
     quant = quantization_config(cfg)
     if quant is not None:
         kwargs["quantization_config"] = quant
