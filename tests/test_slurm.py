@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, log_text, profile_with, status_of, submit, wait_state
+from rank_hash import rank_hashes
 from hpc_finetune.cli.common import build
 from hpc_finetune.profile import find_profile
 from hpc_finetune.runconfig import load_run_config
@@ -61,6 +62,16 @@ TWO_NODE_STRATEGIES = {
 }
 
 
+RANK_HASH = Path(__file__).resolve().parent / "rank_hash.py"
+
+
+def cli_sacct(job: str) -> dict[str, int]:
+    """JobID -> AllocCPUS of a job and its steps, as Slurm's accounting recorded them."""
+    out = subprocess.run(["sacct", "-j", job, "-P", "-n", "-o", "JobID,AllocCPUS"], capture_output=True, text=True,
+                         check=True).stdout
+    return {jid: int(cpus) for jid, cpus in (line.split("|") for line in out.splitlines() if "|" in line)}
+
+
 def adapter_generates(final: Path, base: Path) -> list[int]:
     """Load the trained adapter on its base model (as a user would after the run) and generate a few tokens."""
     import torch
@@ -77,14 +88,23 @@ def adapter_generates(final: Path, base: Path) -> list[int]:
 
 @pytest.mark.parametrize("strategy", sorted(TWO_NODE_STRATEGIES))
 def test_two_nodes_two_processes_each(home, devcluster, demo_dir, strategy):
-    sets = [a for kv in TWO_NODE_STRATEGIES[strategy] + ["launch.processes_per_node=2", "logging.wandb=disabled"]
+    sets = [a for kv in TWO_NODE_STRATEGIES[strategy] + ["launch.processes_per_node=2", "logging.wandb=disabled",
+                                                         f"training.callbacks=['{RANK_HASH}:RankHash']"]
             for a in ("--set", kv)]
     run = submit("--nodes", "2", "--gpus", "0", *sets, str(demo_dir / "run.yaml"))
     row = wait_state(run, {"completed", "failed"}, timeout=500)
     logs = log_text(run, 0) + log_text(run, 1)
     assert row["state"] == "completed", logs[-5000:]
-    hosts_by_rank = {int(r): h for h, r in re.findall(r"hpc-finetune train: host=(\S+) rank=(\d) world_size=4", logs)}
+    starts = re.findall(r"hpc-finetune train: host=(\S+) rank=(\d) world_size=4 parallel_mode=(\w+)", logs)
+    hosts_by_rank = {int(r): h for h, r, _ in starts}
     assert sorted(hosts_by_rank) == [0, 1, 2, 3] and set(hosts_by_rank.values()) == {"node1", "node2"}
+    assert {mode for _, _, mode in starts} == {"distributed"}  # every rank's Trainer in distributed mode
+    hashes = rank_hashes(logs)  # ONE model: the trainable parameters are identical on all four ranks at the end
+    assert sorted(hashes) == [0, 1, 2, 3] and len(set(hashes.values())) == 1, hashes
+    if strategy == "ddp":  # the training step got the CPUs the job asked for (srun --cpus-per-task, Slurm 22.05+)
+        job = row["job_id"]
+        acct = cli_sacct(job)
+        assert acct[f"{job}.0"] == acct[job] == 2 * find_profile("devcluster").cpus_per_node_cpu_only, acct
     nodes = re.findall(r"hpc-finetune node: host=(\S+) node_rank=(\d)/2 main=(\S+)", logs)
     assert {(h, r) for h, r, _ in nodes} == {("node1", "0"), ("node2", "1")}  # distinct machine ranks
     assert len({m for _, _, m in nodes}) == 1  # one main address and port for all
