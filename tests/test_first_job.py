@@ -201,3 +201,16 @@ def test_bitsandbytes_hub_kernel_line_is_not_shown():
     if "gemm_4bit_forward" not in raw.stderr:
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not try the hub kernel here")
     assert ours.returncode == 0 and "gemm_4bit_forward" not in ours.stderr + ours.stdout
+
+
+def test_a_finished_job_says_where_things_are_and_what_to_run_next(tmp_path):
+    from hpc_finetune.train.core import next_steps
+
+    cfg = cfg_of(tmp_path)
+    lines = next_steps(cfg, Path("/runs/demo-2/output/final"), "/runs/demo-2")
+    assert lines[0] == "adapter: /runs/demo-2/output/final"
+    assert lines[-1] == ("next: hpc-finetune eval demo-2   |   hpc-finetune report demo-2   |   hpc-finetune merge "
+                         "demo-2   |   hpc-finetune sync demo-2")
+    full = cfg_of(tmp_path, "method=full", "logging.wandb=disabled")
+    assert next_steps(full, Path("/r/x/output/final"), "/r/x")[-1] == \
+        "next: hpc-finetune eval x   |   hpc-finetune report x"

@@ -260,7 +260,23 @@ def train(cfg: RunConfig) -> dict:
         write_atomic(output_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     print(f"hpc-finetune train: done: {state.global_step} steps, final loss {summary['final_loss']}, "
           f"model in {final}", flush=True)
+    if rank() == 0:
+        for line in next_steps(cfg, final, os.environ.get("HPCFT_RUN_DIR")):
+            print(f"hpc-finetune train: {line}", flush=True)
     return summary
+
+
+def next_steps(cfg: RunConfig, final: Path, run_dir: Optional[str]) -> list[str]:
+    """The last lines of a finished job's log: where things are, and what to run next (from the login node)."""
+    run = Path(run_dir).name if run_dir else str(final.parent.parent)
+    what = "adapter" if cfg.uses_lora else "model"
+    lines = [f"{what}: {final}"]
+    if run_dir:
+        lines.append(f"eval results will be in {Path(run_dir) / 'eval'}, the report in {Path(run_dir) / 'report'}")
+    lines.append(f"next: hpc-finetune eval {run}   |   hpc-finetune report {run}"
+                 + (f"   |   hpc-finetune merge {run}" if cfg.uses_lora else "")
+                 + (f"   |   hpc-finetune sync {run}" if cfg.logging.wandb == "offline" else ""))
+    return lines
 
 
 def versions() -> dict:
