@@ -28,7 +28,7 @@ def synthetic_registry(home: Path, n: int) -> None:
     reg = Registry(home / "registry.sqlite")  # where `status` finds it with HPC_FINETUNE_HOME=home
     rows = [(f"run-{i}", f"/work/u/runs/run-{i}", "devcluster", "slurm", 1.7e9 + i, 1 + i % 2, 4, 3600,
              str(1000 + i), "completed" if i % 3 else "timeout", "", 3000, 1, 0,
-             '{"step": 100, "max_steps": 100, "final_loss": 1.23}') for i in range(n)]
+             '{"step": 100, "max_steps": 100, "final_loss": 1.23}', 3.3) for i in range(n)]
     reg.insert_many(rows)
     reg.close()
 
@@ -49,7 +49,8 @@ def live_runs(home: Path, work: Path, n: int) -> Path:
                         segments=[Segment(job_id=str(500000 + i), started_by="submit", submitted=1.8e9)])
         rec.save()
         reg.upsert(rec)
-        lines.append(f"{500000 + i}|RUNNING|{3600 + i}|gpu[{i % 90 + 1:03d}-{i % 90 + 2:03d}]|0:0")
+        lines.append(f"{500000 + i}|RUNNING|{3600 + i}|gpu[{i % 90 + 1:03d}-{i % 90 + 2:03d}]|0:0|"
+                     "billing=16,cpu=16,gres/gpu=8,mem=960G,node=2")
     reg.close()
     bin_dir = work / "recorded-bin"
     bin_dir.mkdir(exist_ok=True)

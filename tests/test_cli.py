@@ -125,7 +125,7 @@ def test_status_shows_live_runs_and_the_most_recent_ones(home):
 
     reg = Registry()
     reg.insert_many([(f"r{i}", f"/w/runs/r{i}", "devcluster", "slurm", 1000.0 + i, 1, 4, 3600, str(i),
-                      "completed", "", 60, 1, 0, None) for i in range(120)])
+                      "completed", "", 60, 1, 0, None, 0.07) for i in range(120)])
     reg.close()
     out = cli("status", "--last", "10", check=True).stdout.splitlines()
     assert [ln.split()[0] for ln in out[1:-1]] == [f"r{i}" for i in range(110, 120)]

@@ -31,6 +31,10 @@ def test_one_node_two_gpus_cancel_and_requeue(home, devcluster, demo_dir):
     log = log_text(run)
     assert "CUDA_VISIBLE_DEVICES=0,1" in log  # two fake GPUs from Slurm's gres
     assert "world_size=2" in log  # one process per GPU
+    acct = subprocess.run(["sacct", "-X", "--duplicates", "-j", row["job_id"], "-P", "-n", "-o", "ElapsedRaw,AllocTRES"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    expected = sum(int(e) * int(re.search(r"gres/gpu=(\d+)", t).group(1)) for e, t in (a.split("|") for a in acct))
+    assert row["gpu_hours"] == round(expected / 3600, 4) and expected > 0  # sacct's elapsed x GPUs
     run_dir = Path(json.loads(cli("status", run, "--json").stdout)[0]["run_dir"])
     script = (run_dir / "job.sh").read_text()
     assert 'export TRITON_CACHE_DIR="${TMPDIR:-/tmp}/triton-cache"' in script

@@ -39,6 +39,7 @@ class Segment:
     reason: str = ""
     elapsed: Optional[int] = None
     nodelist: str = ""
+    gpu_seconds: Optional[float] = None  # elapsed x GPUs of every instance of this job (the scheduler's figure)
 
 
 @dataclass
@@ -68,6 +69,18 @@ class RunRecord:
     def path(self) -> Path:
         return Path(self.run_dir) / "record.json"
 
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours of every job of the run: the scheduler's elapsed x GPUs (Slurm: from sacct, every requeued
+        instance counted), else the segment's elapsed time x the GPUs it asked for (local runs: wall time)."""
+        total = 0.0
+        for seg in self.segments:
+            if seg.gpu_seconds is not None:
+                total += seg.gpu_seconds
+            elif seg.elapsed:
+                total += seg.elapsed * self.nodes * self.gpus_per_node
+        return total / 3600
+
     def save(self) -> None:
         write_atomic(self.path, json.dumps(asdict(self), indent=1) + "\n")
 
@@ -82,13 +95,15 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, run_dir TEXT NOT NULL, cluster TEXT, scheduler TEXT, created REAL,
   nodes INTEGER, gpus_per_node INTEGER, time_seconds INTEGER, job_id TEXT, state TEXT, reason TEXT,
-  elapsed INTEGER, segments INTEGER, requeues INTEGER, progress TEXT
+  elapsed INTEGER, segments INTEGER, requeues INTEGER, progress TEXT, gpu_hours REAL
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 """
 COLUMNS = ("run_id", "run_dir", "cluster", "scheduler", "created", "nodes", "gpus_per_node", "time_seconds",
-           "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress")
+           "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress", "gpu_hours")
+# Columns added after the first release: (name, SQL type). Older registries gain them when opened.
+MIGRATIONS = (("gpu_hours", "REAL"),)
 
 
 class Registry:
@@ -101,6 +116,14 @@ class Registry:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        with self.db:
+            for name, kind in MIGRATIONS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -109,7 +132,8 @@ class Registry:
         last = rec.segments[-1] if rec.segments else None
         row = (rec.run_id, rec.run_dir, rec.cluster, rec.scheduler, rec.created, rec.nodes, rec.gpus_per_node,
                rec.time_seconds, rec.job_id, rec.state, rec.reason, last.elapsed if last else None,
-               len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None)
+               len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None,
+               round(rec.gpu_hours, 4))
         with self.db:
             self.db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES "
                             f"({', '.join('?' * len(COLUMNS))})", row)

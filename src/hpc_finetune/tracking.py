@@ -51,8 +51,10 @@ def refresh(registry: Registry, records: list[RunRecord],
             seg = rec.segments[-1]
             changed = False
             if info is not None:
-                changed = (seg.state, seg.elapsed, seg.nodelist) != (info.state, info.elapsed, info.nodelist)
+                changed = (seg.state, seg.elapsed, seg.nodelist, seg.gpu_seconds) != \
+                    (info.state, info.elapsed, info.nodelist, info.gpu_seconds)
                 seg.state, seg.elapsed, seg.nodelist = info.state, info.elapsed, info.nodelist or seg.nodelist
+                seg.gpu_seconds = info.gpu_seconds
                 if rec.state != info.state:
                     rec.state, changed = info.state, True
                 if info.state in ENDED and not seg.reason:

@@ -16,6 +16,7 @@ class JobInfo:
     elapsed: Optional[int] = None
     nodelist: str = ""
     exit_code: str = ""
+    gpu_seconds: Optional[float] = None  # elapsed x GPUs, summed over every instance of a requeued job; None: unknown
 
 
 class Scheduler(abc.ABC):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hpc_finetune import states
 from hpc_finetune.errors import UserError
 from hpc_finetune.scheduler.base import JobInfo, Scheduler
 
-SACCT_FIELDS = "JobIDRaw,State,ElapsedRaw,NodeList,ExitCode"
+SACCT_FIELDS = "JobIDRaw,State,ElapsedRaw,NodeList,ExitCode,AllocTRES"
+GPU_TRES = re.compile(r"(?:^|,)gres/gpu(?::[^=,]+)?=(\d+)")
+
+
+def tres_gpus(alloc_tres: str) -> Optional[int]:
+    """GPUs in an AllocTRES string (``billing=8,cpu=8,gres/gpu=4,mem=...``); None if it names none. A typed entry
+    (``gres/gpu:a100=4``) repeats the untyped total, so the untyped one is preferred."""
+    found = [(m.group(0), int(m.group(1))) for m in GPU_TRES.finditer(alloc_tres)]
+    untyped = [n for text, n in found if ":" not in text]
+    return untyped[0] if untyped else (found[0][1] if found else None)
 
 
 def _executor_class() -> type:
@@ -58,17 +68,25 @@ class SlurmScheduler(Scheduler):
     def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
         if not job_ids:
             return {}
-        out = run(["sacct", "-X", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)], "status")
+        # --duplicates: a job requeued in place keeps its id, and without it sacct shows only its last instance; every
+        # instance is listed oldest first, so the last row is the current state and GPU time sums over all of them
+        out = run(["sacct", "-X", "--duplicates", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)],
+                  "status")
         self.calls += 1
-        infos = {}
+        infos: dict[str, JobInfo] = {}
         for line in out.splitlines():
             parts = line.split("|")
             if len(parts) < 5:
                 continue
             jid, raw, elapsed, nodelist, exit_code = parts[:5]
-            infos[jid] = JobInfo(job_id=jid, state=states.from_slurm(raw), raw_state=raw,
-                                 elapsed=int(elapsed) if elapsed.isdigit() else None,
-                                 nodelist="" if nodelist.startswith("None") else nodelist, exit_code=exit_code)
+            tres = parts[5] if len(parts) > 5 else ""
+            seconds = int(elapsed) if elapsed.isdigit() else None
+            gpus = tres_gpus(tres)
+            before = infos[jid].gpu_seconds if jid in infos else None
+            gpu_seconds = (before or 0.0) + seconds * gpus if seconds is not None and gpus is not None else before
+            infos[jid] = JobInfo(job_id=jid, state=states.from_slurm(raw), raw_state=raw, elapsed=seconds,
+                                 nodelist="" if nodelist.startswith("None") else nodelist, exit_code=exit_code,
+                                 gpu_seconds=gpu_seconds)
         return infos
 
     def cancel(self, job_id: str, run_dir: Path) -> None:
