@@ -126,3 +126,18 @@ def test_srun_asks_the_jobs_cpus_explicitly(tmp_path, monkeypatch, gpus, cpus):
     srun = next(ln for ln in text.splitlines() if ln.startswith("srun "))
     assert header == f"#SBATCH --cpus-per-task={cpus}"
     assert f" --cpus-per-task={cpus} " in srun
+
+
+def test_profile_mail_settings_become_sbatch_lines(tmp_path, monkeypatch):
+    from hpc_finetune.errors import UserError
+
+    base = (data_dir("clusters") / "devcluster.yaml").read_text()
+    (tmp_path / "site.yaml").write_text(base + "mail_user: alice+hpc@uni.example\nmail_type: END,FAIL\n")
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(RUN)
+    prep = build(load_profile_file(tmp_path / "site.yaml"), load_run_config(cfg_path), tmp_path / "r", source="x")
+    assert "#SBATCH --mail-user=alice+hpc@uni.example\n#SBATCH --mail-type=END,FAIL\n" in prep.script
+    for bad in ("mail_type: 'END\\ntouch /tmp/x'", "mail_user: 'a@b; rm -rf ~'", "mail_type: end"):
+        (tmp_path / "bad.yaml").write_text(base + bad + "\n")
+        with pytest.raises(UserError):
+            load_profile_file(tmp_path / "bad.yaml")

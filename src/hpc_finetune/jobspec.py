@@ -116,10 +116,10 @@ def sbatch_options(profile: ClusterProfile, spec: JobSpec, job_name: str) -> lis
             opts.append(("gres", f"gpu:{gpu}"))
         else:
             opts.append(("gpus-per-node", gpu))
-    for name in ("partition", "account", "qos", "constraint"):
+    for name in ("partition", "account", "qos", "constraint", "mail_user", "mail_type"):
         value = spec.partition if name == "partition" else getattr(profile, name)
         if value:
-            opts.append((name, value))
+            opts.append((name.replace("_", "-"), value))
     opts += [
         ("output", str(spec.run_dir / "jobs" / "%j_0_log.out")),
         ("open-mode", "append"),

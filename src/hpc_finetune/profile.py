@@ -94,7 +94,9 @@ class ClusterProfile:
     signal_seconds: int = opt(300, "Seconds before the time limit that the signal arrives.")
     max_requeues: int = opt(5, "Most times a run requeues itself after a time limit or preemption.")
     retry_on_failure: int = opt(0, "Automatic requeues after a node failure or a crash (0: none).")
-    extra_sbatch: list[str] = opt([], "Extra sbatch options, one per item, e.g. --mail-type=END.")
+    mail_user: Optional[str] = opt(None, "Address Slurm mails about your jobs (--mail-user).")
+    mail_type: Optional[str] = opt(None, "When Slurm mails (--mail-type), e.g. END,FAIL or ALL.")
+    extra_sbatch: list[str] = opt([], "Extra sbatch options, one per item, e.g. --exclusive.")
     extra_env: dict[str, str] = opt({}, "Extra environment variables for the job (never secrets).")
 
     path: Optional[str] = opt(None, "Set by the loader: the file this profile came from.")
@@ -117,6 +119,10 @@ class ClusterProfile:
             raise err("signal_seconds", "must be at least 10 seconds to leave time for a checkpoint")
         if self.scheduler == "local" and self.max_nodes != 1:
             raise err("max_nodes", "the local scheduler runs on one node; set max_nodes: 1")
+        if self.mail_type is not None and not re.fullmatch(r"[A-Z_0-9]+(,[A-Z_0-9]+)*", self.mail_type):
+            raise err("mail_type", f"{self.mail_type!r}: Slurm mail types separated by commas, e.g. END,FAIL")
+        if self.mail_user is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", self.mail_user):
+            raise err("mail_user", f"{self.mail_user!r} is not a mail address")
         for opt_line in self.extra_sbatch:
             if not re.fullmatch(r"--[a-z][a-z0-9-]*(=\S.*)?", opt_line):
                 raise err("extra_sbatch", f"{opt_line!r} is not a long sbatch option like --mail-type=END")

@@ -10,11 +10,11 @@
 #SBATCH --account=my-lab
 #SBATCH --qos=normal
 #SBATCH --constraint=a100_80gb
+#SBATCH --mail-type=FAIL
 #SBATCH --output=/work/alice/hpc-finetune/runs/golden/jobs/%j_0_log.out
 #SBATCH --open-mode=append
 #SBATCH --signal=USR2@300
 #SBATCH --requeue
-#SBATCH --mail-type=FAIL
 
 # hpc-finetune 0.1.0: run golden on cluster a100-example (2 node(s) x 4 GPU(s), 4 process(es) per node)
 set -eo pipefail
