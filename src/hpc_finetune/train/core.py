@@ -139,7 +139,7 @@ def cuda_summary() -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"cuda_device": None, "cuda_max_memory_allocated_gb": None}
     return {"cuda_device": torch.cuda.get_device_name(),
-            "cuda_max_memory_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+            "cuda_max_memory_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3)}  # decimal, as plan
 
 
 def setup_wandb(cfg: RunConfig, output_dir: Path) -> Optional[str]:
