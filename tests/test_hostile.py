@@ -554,12 +554,14 @@ def test_local_liveness_survives_exec_and_a_reused_pid(tmp_path):
     """A job mid-exec is alive (the old cmdline probe said dead 80 times in 100); a reused pid is not ours."""
     from hpc_finetune.scheduler.local import _alive, _proc_stat
 
-    for _ in range(50):
-        p = subprocess.Popen(["bash", "-c", "exec sleep 5"], start_new_session=True)
+    for _ in range(30):
+        p = subprocess.Popen(["bash", "-c", f"exec {PY} -c 'import time; time.sleep(30)' submitit"],
+                             start_new_session=True)
         stat = _proc_stat(p.pid)
         assert stat is not None
         started = stat[1]
-        assert _alive(p.pid, started)
+        for _ in range(200):  # through bash's exec of python: never judged dead
+            assert _alive(p.pid, started)
         assert not _alive(p.pid, str(int(started) - 1))  # same pid, another start: a reused pid
         p.kill()
         p.wait()
@@ -617,7 +619,7 @@ def test_a_data_error_on_the_node_is_one_log_line_and_the_runs_reason(world, dem
     """A broken line deep in the JSONL passes the default check; the training core ends with one line in the
     job log (no traceback) and `status` shows that line as the run's reason."""
     data = world.tmp / "deep.jsonl"
-    good = [json.loads(ln) for ln in (demo_dir / "data" / "train.jsonl").read_text().splitlines()[:50]]
+    good = [json.loads(ln) for ln in (demo_dir / "text.jsonl").read_text().splitlines()[:50]]
     lines = [json.dumps(r) for r in good * 4]
     lines[150] = '{"content": "cut'
     data.write_text("\n".join(lines) + "\n")
