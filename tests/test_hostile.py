@@ -135,7 +135,7 @@ def assert_rejected(w: World, proc: subprocess.CompletedProcess, *needles: str, 
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr[-3000:]
-    assert len(lines[0]) < 600, f"error line of {len(lines[0])} characters"
+    assert len(lines[0]) < 1100, f"error line of {len(lines[0])} characters"
     for n in needles:
         assert n in lines[0], lines[0]
     assert w.created() == (before or []), w.created()

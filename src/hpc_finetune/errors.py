@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-MAX_LINE = 400  # an error line never echoes a huge value whole
+MAX_LINE = 1000  # an error line never echoes a huge value whole (values themselves are cut to ~80)
 
 
 def shorten(text: str, limit: int = 80) -> str:
