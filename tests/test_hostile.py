@@ -203,6 +203,10 @@ CASES = {
         ["x.yaml", "training.extra_args.report_to[1]", "control"]),
     "yaml-extra-args-key-newline": (lambda w: (["render", str(w.write_config(
         "x.yaml", 'training:\n  extra_args: {"a\\nb": 1}\n'))], {}), ["x.yaml", "control"]),
+    "set-target-modules-newline": (lambda w: (["render", "--set", 'lora.target_modules="q_proj\\nk"',
+                                              str(w.config)], {}), ["--set", "lora.target_modules", "control"]),
+    "set-extra-args-inf": (lambda w: (["render", "--set", "training.extra_args.adam_beta2=.inf", str(w.config)],
+                                      {}), ["--set", "training.extra_args.adam_beta2", "finite"]),
     "set-name-tab": (lambda w: (["render", "--set", 'name="a\\tb"', str(w.config)], {}), ["--set", "name"]),
     "yaml-output-dir-newline": (lambda w: (["render", str(w.write_config(
         "x.yaml", 'output_dir: "/tmp/a\\ntouch x"\n'))], {}), ["x.yaml", "output_dir", "control"]),

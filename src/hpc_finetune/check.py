@@ -144,7 +144,9 @@ def _max_length_problem(cfg: RunConfig, config_json: Path, add) -> None:
     """training.max_length must fit the model's position embeddings."""
     from hpc_finetune.records import read_json
 
-    model = read_json(config_json) or {}
+    model = read_json(config_json)
+    if not isinstance(model, dict):
+        return  # a config.json that does not parse: the training core's loader says so
     text = model.get("text_config") if isinstance(model.get("text_config"), dict) else model
     limit = next((text[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
                   if isinstance(text.get(k), int) and not isinstance(text.get(k), bool)), None)

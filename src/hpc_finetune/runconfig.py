@@ -14,7 +14,6 @@ from typing import Any, Literal, Optional, Union
 from hpc_finetune.errors import UserError
 from hpc_finetune.schema import apply_overrides, from_dict, load, opt, read_yaml, required, set_key
 from hpc_finetune.timefmt import parse_time
-from hpc_finetune.values import check_name
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -167,8 +166,7 @@ class TrainingConfig:
         for name in ("eval_steps", "save_total_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError("must be at least 1 (or null)", source=source, field=f"{prefix}.{name}")
-        for key in self.extra_args:  # values were checked on loading (schema: free-form values); names here
-            check_name(str(key), source=source, field=f"{prefix}.extra_args.{key}")
+
         if self.max_steps == 0 or self.max_steps < -1:
             raise UserError("-1 (use epochs) or a positive step count", source=source, field=f"{prefix}.max_steps")
         if isinstance(self.resume, bool) and self.resume:

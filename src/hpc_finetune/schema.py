@@ -158,6 +158,9 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
+        same_shape = [o for o in options if o is type(value) or get_origin(o) is type(value)]
+        if len(same_shape) == 1:  # a string for `str | list[str]`: that option's own error says what is wrong
+            return _convert(same_shape[0], value, source, where)
         errors = []
         for option in options:
             if option is type(None):
@@ -183,6 +186,9 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"expected {_type_name(tp)}, got {_kind(value)}", source=source, field=where)
         key_tp, val_tp = get_args(tp)
+        if val_tp is Any:  # free-form (training.extra_args): every key and value, at every level, in one walk
+            check_free_form(value, source=source, field=where)
+            return {str(k): v for k, v in value.items()}
         return {_convert(key_tp, k, source, f"{where}.{k}"): _convert(val_tp, v, source, f"{where}.{k}")
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):

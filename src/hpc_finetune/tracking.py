@@ -70,7 +70,7 @@ def refresh(registry: Registry, records: list[RunRecord],
                 if info.state in ENDED and (not seg.reason or seg.reason == NO_RESULT):
                     seg.reason = info.raw_state
                 verdict = NO_RESULT if info.raw_state == NO_RESULT else ""
-                if rec.reason == NO_RESULT and not verdict or verdict and not rec.reason:
+                if (rec.reason == NO_RESULT and not verdict) or (verdict and not rec.reason):
                     rec.reason, changed = verdict, True
             events = attempts(rec)
             auto = auto_requeues(events)

@@ -9,6 +9,7 @@ Face ``hf_`` token, a 40-hex wandb key), never by loose substrings that would al
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -86,8 +87,8 @@ def check_free_form(value: Any, *, source: str | None, field: str) -> Any:
         elif isinstance(v, list):
             for i, item in enumerate(v):
                 walk(item, f"{where}[{i}]", depth + 1)
-        elif isinstance(v, float) and v != v:
-            raise UserError("NaN is not a value", source=source, field=where)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"expected a finite number, got {v!r}", source=source, field=where)
 
     walk(value, field, 0)
     return value

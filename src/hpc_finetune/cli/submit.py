@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
         from hpc_finetune.check import raise_problems
 
         _, notes = raise_problems(cfg, profile, runs_root(profile) / "check", config_source=str(args.config))
-        for note in notes:
+        for note in notes:  # how much of the data was read (a dry run's stdout stays the job script alone)
             if note.startswith("data:"):
-                print(note)
+                print(note, file=sys.stderr if args.dry_run else sys.stdout)
     if args.dry_run:
         prep = prepare(args, registry, (profile, cfg))
         sys.stdout.write(prep.script)
