@@ -133,3 +133,44 @@ def test_callbacks_are_checked_and_files_made_absolute(tmp_path):
     for bad in ("cb.py", "my-pkg.x:Log", "x:1Log", "a:b:C"):
         with pytest.raises(UserError, match=r"training\.callbacks\[0\].*is not 'package\.module:Class'"):
             load_run_config(p, [f"training.callbacks=[{bad!r}]"])
+
+
+@pytest.mark.parametrize("name", ["HF_TOKEN", "hub_token", "WANDB_API_KEY", "HF_AUTH", "DB_PWD", "CREDENTIALS",
+                                  "AWS_SECRET_ACCESS_KEY", "MY_SECRET", "SMTP_PASSWORD", "push_to_hub_token"])
+def test_secret_names_are_recognised(name):
+    from hpc_finetune.values import secret_name
+
+    assert secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["TOKENIZERS_PARALLELISM", "max_tokens", "KEYRING_BACKEND", "tokenizer_path",
+                                  "OMP_NUM_THREADS", "PASSTHROUGH", "AUTHOR", "report_to"])
+def test_ordinary_names_are_not_secrets(name):
+    from hpc_finetune.values import secret_name
+
+    assert not secret_name(name)
+
+
+def test_secret_values_by_shape_not_by_substring():
+    from hpc_finetune.values import secret_value
+
+    assert secret_value("hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7")
+    assert secret_value("0123456789abcdef0123456789abcdef01234567")
+    assert secret_value("--export=ALL,HF_TOKEN=x")
+    for ordinary in ("/data/tokens/hf_cache", "/hub/models--x/snapshots/0123456789abcdef0123456789abcdef01234567",
+                     "--export=ALL", "--export=HF_TOKEN", "--mail-type=END", "my_token_study"):
+        assert not secret_value(ordinary), ordinary
+
+
+def test_an_error_names_the_flag_or_set_that_gave_the_value(tmp_path):
+    p = write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n")
+    with pytest.raises(UserError) as exc:
+        load_run_config(p, flags={"resources.partition": ("--partition", "a\nb")})
+    assert str(exc.value).startswith("--partition: resources.partition: control characters")
+    with pytest.raises(UserError) as exc:
+        load_run_config(p, ["training.extra_args.run_name='a\tb'"])
+    assert str(exc.value).startswith("--set: training.extra_args.run_name: control characters")
+    with pytest.raises(UserError) as exc:  # the same value from the file names the file
+        load_run_config(write(tmp_path, "name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n"
+                                        "resources: {partition: \"a\\nb\"}\n", "y.yaml"))
+    assert str(exc.value).startswith(f"{tmp_path / 'y.yaml'}: resources.partition: control characters")

@@ -13,10 +13,10 @@ from hpc_finetune.runconfig import RunConfig, is_hub_id, parse_callback
 from hpc_finetune.timefmt import parse_time
 
 
-def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
-                  config_source: str) -> tuple[Optional[JobSpec], list[UserError], list[str]]:
+def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *, config_source: str,
+                  full: bool = False) -> tuple[Optional[JobSpec], list[UserError], list[str]]:
     """The job spec (None if the request breaks a profile limit), every problem with this run on this cluster (one
-    UserError each), and notes on what was checked."""
+    UserError each), and notes on what was checked. ``full``: read every data record, not the first few."""
     problems: list[UserError] = []
     notes: list[str] = []
     fields: set[str] = set()
@@ -35,7 +35,7 @@ def find_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
         for err in getattr(exc, "errors", [exc]):
             add(err.field or "resources", err.message, err.source or config_source)
     _model_problems(cfg, profile, add)
-    _data_problems(cfg, add)
+    _data_problems(cfg, add, notes, full)
     _callback_problems(cfg, add)
     _writable(run_dir.parent, "output (run directory root)", add)
     _activation_problems(profile, lambda f, m: add(f, m, profile.path or profile.name))
@@ -142,6 +142,17 @@ def _activation_problems(profile: ClusterProfile, add) -> None:
             add("activation.python", f"{p} is not an executable file")
 
 
+def _path_kind(path: Path) -> str:
+    """'folder', 'file', 'missing', or why the path cannot be used (a symlink loop, a name too long, ...)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unusable ({exc.strerror or exc})"
+    return "folder" if path.is_dir() else "file"
+
+
 def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> None:
     path = cfg.model.path
     if is_hub_id(path):
@@ -150,28 +161,53 @@ def _model_problems(cfg: RunConfig, profile: ClusterProfile, add) -> None:
                               "login node (huggingface-cli download) and give the local folder")
         return
     folder = Path(path)
-    if not folder.is_dir():
-        add("model.path", f"model folder {folder} does not exist")
+    kind = _path_kind(folder)
+    if kind != "folder":
+        add("model.path", {"missing": f"model folder {folder} does not exist",
+                           "file": f"{folder} is a file; give the model's folder (with config.json and weights)"}
+            .get(kind, f"model folder {folder} is {kind}"))
         return
-    if not (folder / "config.json").is_file():
-        add("model.path", f"{folder} has no config.json: not a transformers model folder")
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        add("model.path", f"{folder} has no weights (*.safetensors or *.bin)")
-    tok = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else folder
-    if not any((tok / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        add("model.tokenizer_path" if cfg.model.tokenizer_path else "model.path",
-            f"{tok} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    try:
+        if not (folder / "config.json").is_file():
+            add("model.path", f"{folder} has no config.json: not a transformers model folder")
+        else:
+            _max_length_problem(cfg, folder / "config.json", add)
+        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            add("model.path", f"{folder} has no weights (*.safetensors or *.bin)")
+        tok = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else folder
+        if not any((tok / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+            add("model.tokenizer_path" if cfg.model.tokenizer_path else "model.path",
+                f"{tok} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    except OSError as exc:
+        add("model.path", f"cannot read {folder}: {exc.strerror or exc}")
 
 
-def _data_problems(cfg: RunConfig, add) -> None:
+def _max_length_problem(cfg: RunConfig, config_json: Path, add) -> None:
+    """training.max_length must fit the model's position embeddings."""
+    from hpc_finetune.records import read_json
+
+    model = read_json(config_json)
+    if not isinstance(model, dict):
+        return  # a config.json that does not parse: the training core's loader says so
+    text = model.get("text_config") if isinstance(model.get("text_config"), dict) else model
+    limit = next((text[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                  if isinstance(text.get(k), int) and not isinstance(text.get(k), bool)), None)
+    if limit and cfg.training.max_length > limit:
+        add("training.max_length", f"{cfg.training.max_length} tokens is more than the model takes "
+                                   f"(max_position_embeddings {limit} in {config_json}); use at most {limit}")
+
+
+def _data_problems(cfg: RunConfig, add, notes: list[str], full: bool) -> None:
     from hpc_finetune.datacheck import check_data_file
 
     for field in ("train_file", "eval_file"):
         value = getattr(cfg.data, field)
         if value:
-            msg = check_data_file(Path(value), cfg.data)
+            msg, note = check_data_file(Path(value), cfg.data, full=full)
             if msg:
                 add(f"data.{field}", msg)
+            elif note:
+                notes.append(f"data: {note}")
 
 
 def _callback_problems(cfg: RunConfig, add) -> None:
@@ -179,22 +215,24 @@ def _callback_problems(cfg: RunConfig, add) -> None:
     Python environment may differ from the login node's, so they are not checked here."""
     for i, spec in enumerate(cfg.training.callbacks):
         parsed = parse_callback(spec)
-        if parsed and parsed[2] and not Path(parsed[0]).is_file():
+        if parsed and parsed[2] and _path_kind(Path(parsed[0])) != "file":
             add(f"training.callbacks[{i}]", f"callback file {parsed[0]} does not exist")
 
 
 def _writable(folder: Path, what: str, add) -> None:
     probe = folder
-    while not probe.exists() and probe != probe.parent:
+    while _path_kind(probe) == "missing" and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    if _path_kind(probe) != "folder":
+        add("output_dir", f"{what}: {folder} cannot be created ({probe} is {_path_kind(probe)})")
+    elif not os.access(probe, os.W_OK):
         add("output_dir", f"{what}: {folder} is not writable (nearest existing folder {probe})")
 
 
-def raise_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *,
-                   config_source: str) -> tuple[JobSpec, list[str]]:
+def raise_problems(cfg: RunConfig, profile: ClusterProfile, run_dir: Path, *, config_source: str,
+                   full: bool = False) -> tuple[JobSpec, list[str]]:
     """Raise every problem at once (one line each); else return the job spec and the notes of what was checked."""
-    spec, problems, notes = find_problems(cfg, profile, run_dir, config_source=config_source)
+    spec, problems, notes = find_problems(cfg, profile, run_dir, config_source=config_source, full=full)
     if problems:
         raise UserErrors(problems)
     assert spec is not None  # resolve's own errors are among the problems

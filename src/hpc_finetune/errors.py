@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+MAX_LINE = 1000  # an error line never echoes a huge value whole (values themselves are cut to ~80)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
 
 class UserError(Exception):
     """Bad input from the user: names the file, the field and what is allowed."""
@@ -13,8 +20,9 @@ class UserError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = ": ".join(p for p in (self.source, self.field) if p)
-        return f"{where}: {self.message}" if where else self.message
+        where = ": ".join(shorten(p, 200) for p in (self.source, self.field) if p)
+        text = f"{where}: {self.message}" if where else self.message
+        return shorten(" ".join(text.splitlines()), MAX_LINE)
 
 
 class UserErrors(UserError):
@@ -22,4 +30,7 @@ class UserErrors(UserError):
 
     def __init__(self, errors: list[UserError]) -> None:
         self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
+        super().__init__("several problems")
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)

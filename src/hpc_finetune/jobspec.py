@@ -77,6 +77,10 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
     if time_seconds > profile.max_seconds:
         problems.append(UserError(f"time {res.time} is longer than cluster {profile.name!r} allows "
                                   f"({profile.max_time})", source=source, field="resources.time (--time)"))
+    elif time_seconds <= profile.signal_seconds:
+        problems.append(UserError(f"time limit {sbatch_time(time_seconds)} is not longer than the profile's "
+                                  f"signal_seconds ({profile.signal_seconds} s before the limit, to checkpoint); ask "
+                                  "for more time", source=source, field="resources.time (--time)"))
     if len(problems) == 1:
         raise problems[0]
     if problems:
@@ -89,6 +93,10 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
         raise UserError("fsdp needs GPUs (accelerate's FSDP plugin asks for the current CUDA device); on CPU nodes "
                         "use launch.strategy: ddp or deepspeed", source=source, field="launch.strategy")
     cpus, mem = node_request(profile, gpus)
+    if not gpus and procs > cpus:
+        raise UserError(f"{procs} processes per node on a CPU-only request of {cpus} CPUs per node (the profile's "
+                        "cpus_per_node_cpu_only): use at most one process per CPU", source=source,
+                        field="launch.processes_per_node")
     output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "output"
     spec = JobSpec(
         run_id=run_dir.name, run_dir=run_dir, output_dir=output_dir, cluster=profile.name,

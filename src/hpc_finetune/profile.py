@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from hpc_finetune.errors import UserError
+from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
+from hpc_finetune.errors import UserError, shorten
 from hpc_finetune.resources import data_dir
 from hpc_finetune.schema import from_dict, opt, read_yaml
 from hpc_finetune.timefmt import parse_time
+from hpc_finetune.values import HOW_TO_PASS, check_string, secret_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_NAMES = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|_KEY$)", re.IGNORECASE)
+# Variables the job script sets itself: extra_env must not silently override them.
+RESERVED_ENV = {"PATH": "the activation section sets up the environment",
+                **{name: "set by `offline`" for name in OFFLINE_VARS},
+                **{name: f"set by caches.{attr}" for name, attr in CACHE_VARS.items()}}
 SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP")
 
 
@@ -117,6 +122,12 @@ class ClusterProfile:
                 raise err(field_name, "memory like 64G, 512M or 200000 (MB)")
         if self.signal_seconds < 10:
             raise err("signal_seconds", "must be at least 10 seconds to leave time for a checkpoint")
+        if self.signal_seconds >= self.default_seconds:
+            raise err("signal_seconds", f"{self.signal_seconds} s is not below default_time {self.default_time}: "
+                                        "the signal would come before the job starts")
+        for field_name in ("max_requeues", "retry_on_failure"):
+            if getattr(self, field_name) < 0:
+                raise err(field_name, "must be 0 or more")
         if self.scheduler == "local" and self.max_nodes != 1:
             raise err("max_nodes", "the local scheduler runs on one node; set max_nodes: 1")
         if self.mail_type is not None and not re.fullmatch(r"[A-Z_0-9]+(,[A-Z_0-9]+)*", self.mail_type):
@@ -129,9 +140,12 @@ class ClusterProfile:
         for name in self.extra_env:
             if not ENV_NAME.match(name):
                 raise err(f"extra_env.{name}", "not a valid environment variable name")
-            if SECRET_NAMES.search(name):
-                raise err(f"extra_env.{name}", "secrets never go into profiles or job scripts; export it in "
-                                               "your shell before `submit` (Slurm passes your environment on)")
+            if secret_name(name):
+                raise err(f"extra_env.{name}", f"{name} looks like a secret; {HOW_TO_PASS}")
+            if name.upper().startswith("HPCFT_") or name in RESERVED_ENV:
+                why = RESERVED_ENV.get(name, "hpc-finetune's own variable")
+                raise err(f"extra_env.{name}", f"{name} is set by hpc-finetune itself ({why}); extra_env may not "
+                                               "override it")
 
     @property
     def default_seconds(self) -> int:
@@ -143,8 +157,10 @@ class ClusterProfile:
 
     def shared_root_path(self) -> Path:
         """The shared root with $VARS and ~ expanded on the login node (an unset variable is an error)."""
-        return Path(expand_vars(self.storage.shared_root, source=self.path or self.name,
-                                field="storage.shared_root")).expanduser()
+        source = self.path or self.name
+        path = Path(expand_vars(self.storage.shared_root, source=source, field="storage.shared_root")).expanduser()
+        check_string(str(path), source=source, field="storage.shared_root (expanded)")
+        return path
 
 
 def expand_vars(text: str, *, source: str, field: str) -> str:
@@ -152,8 +168,8 @@ def expand_vars(text: str, *, source: str, field: str) -> str:
 
     def repl(m: re.Match) -> str:
         name = m.group(1) or m.group(3)
-        if os.environ.get(name):
-            return os.environ[name]
+        if os.environ.get(name):  # a value from the environment is checked like any other value
+            return check_string(os.environ[name], source=source, field=f"{field} (from ${name} in this shell)")
         if m.group(2) is not None:
             return m.group(2)
         raise UserError(f"${name} is not set in this shell", source=source, field=field)
@@ -182,10 +198,14 @@ def find_profile(name_or_path: str) -> ClusterProfile:
     for folder in search_path():
         for suffix in (".yaml", ".yml"):
             path = folder / f"{name_or_path}{suffix}"
-            if path.is_file():
+            try:
+                found = path.is_file()
+            except OSError:  # e.g. a name too long
+                found = False
+            if found:
                 return load_profile_file(path)
     known = ", ".join(sorted(available_profiles())) or "none"
-    raise UserError(f"unknown cluster {name_or_path!r}; known clusters: {known} "
+    raise UserError(f"unknown cluster {shorten(name_or_path, 60)!r}; known clusters: {known} "
                     f"(searched {', '.join(str(d) for d in search_path())})", source="--cluster")
 
 

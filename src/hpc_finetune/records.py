@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from hpc_finetune.errors import UserError
-from hpc_finetune.states import LIVE
+from hpc_finetune.errors import UserError, shorten
+from hpc_finetune.states import FAILED, LIVE
+
+NO_RESULT = "ended without a result"  # a local job's verdict that a later look may correct
 
 
 def home() -> Path:
@@ -28,6 +30,13 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+MAX_RECORD_BYTES = 16 << 20
+
+
+class UnreadableRecord(UserError):
+    """A run's record.json is missing or corrupt."""
 
 
 @dataclass
@@ -86,9 +95,24 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunRecord":
-        data = json.loads((run_dir / "record.json").read_text())
-        data["segments"] = [Segment(**s) for s in data.get("segments", [])]
-        return cls(**data)
+        """The run's record; ``UnreadableRecord`` (a one-line error) if it is missing or corrupt."""
+        path = run_dir / "record.json"
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RECORD_BYTES + 1)
+        except FileNotFoundError:
+            raise UnreadableRecord(f"run directory {run_dir} has no record.json (was it deleted?)",
+                                   source="RUN") from None
+        except OSError as exc:
+            raise UnreadableRecord(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+        try:
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError(f"larger than {MAX_RECORD_BYTES // 1024} KiB")
+            data = json.loads(raw)
+            data["segments"] = [Segment(**s) for s in data.get("segments", [])]
+            return cls(**data)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise UnreadableRecord(f"unreadable run record ({shorten(str(exc), 120)})", source=str(path)) from None
 
 
 _SCHEMA = """
@@ -106,27 +130,69 @@ COLUMNS = ("run_id", "run_dir", "cluster", "scheduler", "created", "nodes", "gpu
 MIGRATIONS = (("gpu_hours", "REAL"),)
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added after the first release (MIGRATIONS): an older registry gains them when it is opened."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    with db:
+        for name, kind in MIGRATIONS:
+            if name not in have:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+
+
 class Registry:
-    """The login node's index of runs (sqlite; safe for several shells at once)."""
+    """The login node's index of runs (sqlite; safe for several shells at once).
+
+    Opened lazily: reading a registry that does not exist yet gives no rows and creates nothing, so `render`,
+    `plan`, `check` and rejected inputs leave no file behind; the first write creates it."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or home() / "registry.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
-        self._migrate()
+        self._db: sqlite3.Connection | None = None
+        _check_parent(self.path)
 
-    def _migrate(self) -> None:
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
-        with self.db:
-            for name, kind in MIGRATIONS:
-                if name not in have:
-                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+    def _open(self, create: bool) -> sqlite3.Connection | None:
+        if self._db is not None:
+            return self._db
+        if not create and not self.path.exists():
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run index folder {self.path.parent}: {exc.strerror or exc}",
+                            source="HPC_FINETUNE_HOME") from None
+        try:
+            db = sqlite3.connect(self.path, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            _migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self.path, exc) from None
+        self._db = db
+        return db
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        db = self._open(create=False)
+        if db is None:
+            return []
+        try:
+            return list(db.execute(sql, params))
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self.path, exc) from None
+
+    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+        db = self._open(create=True)
+        assert db is not None
+        try:
+            with db:
+                db.executemany(sql, rows)
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self.path, exc) from None
 
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def upsert(self, rec: RunRecord, progress: dict | None = None) -> None:
         last = rec.segments[-1] if rec.segments else None
@@ -134,62 +200,113 @@ class Registry:
                rec.time_seconds, rec.job_id, rec.state, rec.reason, last.elapsed if last else None,
                len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None,
                round(rec.gpu_hours, 4))
-        with self.db:
-            self.db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES "
-                            f"({', '.join('?' * len(COLUMNS))})", row)
+        self.insert_many([row])
 
     def insert_many(self, rows: Iterable[tuple]) -> None:
-        with self.db:
-            self.db.executemany(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES "
-                                f"({', '.join('?' * len(COLUMNS))})", rows)
+        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    rows)
 
     def rows(self, run_id: str | None = None, last: int | None = None) -> list[sqlite3.Row]:
         """One run; or every run; or every live run plus the ``last`` most recent ones, oldest first."""
         if run_id is not None:
-            return list(self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+            return self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if last is None:
-            return list(self.db.execute("SELECT * FROM runs ORDER BY created"))
+            return self._query("SELECT * FROM runs ORDER BY created")
         marks = ", ".join("?" * len(LIVE))
-        return list(self.db.execute(
+        return self._query(
             f"SELECT * FROM runs WHERE state IN ({marks}) OR run_id IN "
-            "(SELECT run_id FROM runs ORDER BY created DESC LIMIT ?) ORDER BY created", (*LIVE, last)))
+            "(SELECT run_id FROM runs ORDER BY created DESC LIMIT ?) ORDER BY created", (*LIVE, last))
 
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        rows = self._query("SELECT COUNT(*) FROM runs")
+        return rows[0][0] if rows else 0
 
     def live_rows(self) -> list[sqlite3.Row]:
+        """Runs whose state may still change: live ones, and local runs judged ended without a result (a later
+        look may correct that verdict; see scheduler/local.py)."""
         marks = ", ".join("?" * len(LIVE))
-        return list(self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(LIVE)))
+        return self._query(f"SELECT * FROM runs WHERE state IN ({marks}) OR (scheduler = 'local' AND state = ? "
+                           "AND reason = ?)", (*LIVE, FAILED, NO_RESULT))
 
     def exists(self, run_id: str) -> bool:
-        return bool(self.db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+        return bool(self._query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
 
     def run_dir(self, run_id: str) -> Path:
-        row = self.db.execute("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
-            known = [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")]
+        rows = self._query("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            known = [r[0] for r in self._query("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")]
             hint = f"; recent runs: {', '.join(known)}" if known else "; no runs recorded yet"
-            raise UserError(f"no run named {run_id!r}{hint} (see `hpc-finetune status`)", source="RUN")
-        return Path(row[0])
+            raise UserError(f"no run named {shorten(run_id, 60)!r}{hint} (see `hpc-finetune status`)", source="RUN")
+        return Path(rows[0][0])
+
+
+def _check_parent(path: Path) -> None:
+    """The index's folder must be (or be creatable as) a folder: one line, not a traceback, if not."""
+    probe = path.parent
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UserError(f"{probe} is a file, so the run index {path} cannot be created there; point "
+                            "HPC_FINETUNE_HOME at a folder", source="HPC_FINETUNE_HOME")
+    except OSError as exc:
+        raise UserError(f"unusable run index path {path}: {exc.strerror or exc}", source="HPC_FINETUNE_HOME") \
+            from None
+
+
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    return UserError(f"the run index is not a readable sqlite database ({exc}); move it aside (the runs' own "
+                     "record.json files are untouched) and resubmit or re-run status", source=str(path))
 
 
 def load_record(registry: Registry, run: str) -> RunRecord:
     """A run by id (from the index) or by its run directory path."""
     path = Path(run)
-    run_dir = path if (path / "record.json").is_file() else registry.run_dir(run)
     try:
-        return RunRecord.load(run_dir)
-    except FileNotFoundError:
-        raise UserError(f"run directory {run_dir} has no record.json (was it deleted?)", source="RUN") from None
+        by_path = (path / "record.json").is_file()
+    except OSError:
+        by_path = False
+    run_dir = path if by_path else registry.run_dir(run)
+    return RunRecord.load(run_dir)
 
 
-def new_run_id(registry: Registry, runs_root: Path, name: str) -> str:
-    """``name``, or ``name-2``, ``name-3``, ... : the first id neither recorded nor on disk."""
+def claim_run_dir(registry: Registry, runs_root: Path, name: str) -> Path:
+    """Create and return a new run directory ``name``, ``name-2``, ``name-3``, ...: the first id neither recorded
+    nor on disk. ``mkdir`` is atomic, so two submits at once never get the same directory."""
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {runs_root}: {exc.strerror or exc}", source="storage.shared_root") from None
+    n = 1
+    while True:
+        candidate = name if n == 1 else f"{name}-{n}"
+        n += 1
+        if registry.exists(candidate):
+            continue
+        try:
+            (runs_root / candidate).mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot create {runs_root / candidate}: {exc.strerror or exc}",
+                            source="storage.shared_root") from None
+        return runs_root / candidate
+
+
+def next_run_id(registry: Registry, runs_root: Path, name: str) -> str:
+    """The id ``claim_run_dir`` would take now (for `render`, `plan` and dry runs: nothing is created)."""
     candidate, n = name, 1
-    while registry.exists(candidate) or (runs_root / candidate).exists():
+    while registry.exists(candidate) or _exists(runs_root / candidate):
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:

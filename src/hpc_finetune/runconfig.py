@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from hpc_finetune.errors import UserError
-from hpc_finetune.schema import apply_overrides, from_dict, opt, read_yaml, required
+from hpc_finetune.schema import apply_overrides, from_dict, load, opt, read_yaml, required, set_key
 from hpc_finetune.timefmt import parse_time
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -61,6 +61,8 @@ class LoraSettings:
     def validate(self, source: str, prefix: str) -> None:
         if self.r < 1:
             raise UserError("must be at least 1", source=source, field=f"{prefix}.r")
+        if self.alpha < 1:
+            raise UserError("must be at least 1", source=source, field=f"{prefix}.alpha")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError("must be in [0, 1)", source=source, field=f"{prefix}.dropout")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
@@ -105,6 +107,8 @@ class DataConfig:
                             field=f"{prefix}.train_file")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise UserError("must be in [0, 1)", source=source, field=f"{prefix}.eval_fraction")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise UserError("must be at least 1 (or null for all)", source=source, field=f"{prefix}.max_samples")
         if self.completion_only_loss and self.format != "chat":
             raise UserError("completion_only_loss needs format: chat", source=source,
                             field=f"{prefix}.completion_only_loss")
@@ -150,8 +154,19 @@ class TrainingConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError("must be at least 1", source=source, field=f"{prefix}.{name}")
+        for name in ("warmup_steps", "dataloader_num_workers", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise UserError("must be 0 or more", source=source, field=f"{prefix}.{name}")
         if self.learning_rate <= 0:
             raise UserError("must be positive", source=source, field=f"{prefix}.learning_rate")
+        if self.num_train_epochs <= 0:
+            raise UserError("must be positive", source=source, field=f"{prefix}.num_train_epochs")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_ratio")
+        for name in ("eval_steps", "save_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError("must be at least 1 (or null)", source=source, field=f"{prefix}.{name}")
+
         if self.max_steps == 0 or self.max_steps < -1:
             raise UserError("-1 (use epochs) or a positive step count", source=source, field=f"{prefix}.max_steps")
         if isinstance(self.resume, bool) and self.resume:
@@ -174,8 +189,8 @@ class LaunchConfig:
     processes_per_node: Optional[int] = opt(None, "Processes per node (default: GPUs per node, or 1 on CPU).")
 
     def validate(self, source: str, prefix: str) -> None:
-        if self.processes_per_node is not None and self.processes_per_node < 1:
-            raise UserError("must be at least 1", source=source, field=f"{prefix}.processes_per_node")
+        if self.processes_per_node is not None and not 1 <= self.processes_per_node <= 1024:
+            raise UserError("must be between 1 and 1024", source=source, field=f"{prefix}.processes_per_node")
         if self.strategy == "deepspeed" and self.offload_params and self.zero_stage != 3:
             raise UserError("parameter offload needs zero_stage: 3", source=source, field=f"{prefix}.offload_params")
 
@@ -199,10 +214,10 @@ class Resources:
     partition: Optional[str] = opt(None, "Partition (default: the profile's).")
 
     def validate(self, source: str, prefix: str) -> None:
-        if self.nodes < 1:
-            raise UserError("must be at least 1", source=source, field=f"{prefix}.nodes")
-        if self.gpus_per_node is not None and self.gpus_per_node < 0:
-            raise UserError("must be 0 or more", source=source, field=f"{prefix}.gpus_per_node")
+        if not 1 <= self.nodes <= 100_000:
+            raise UserError("must be between 1 and 100000", source=source, field=f"{prefix}.nodes")
+        if self.gpus_per_node is not None and not 0 <= self.gpus_per_node <= 1024:
+            raise UserError("must be between 0 and 1024", source=source, field=f"{prefix}.gpus_per_node")
         if self.time is not None:
             parse_time(self.time, source=source, field=f"{prefix}.time")
 
@@ -305,12 +320,20 @@ class RunConfig:
         return self.precision_dtype
 
 
-def load_run_config(path: Path, overrides: list[str] | None = None, *, base_dir: Path | None = None) -> RunConfig:
-    """Load and validate ``path`` with ``--set`` overrides; relative paths are made absolute against its folder."""
+def load_run_config(path: Path, overrides: list[str] | None = None, *, base_dir: Path | None = None,
+                    flags: dict[str, tuple[str, Any]] | None = None) -> RunConfig:
+    """Load and validate ``path`` with ``--set`` overrides and command-line ``flags`` (config key -> (flag, value));
+    every value, whatever its source, passes the same checks, and an error names the flag or ``--set`` that gave
+    it. Relative paths are made absolute against the file's folder."""
     data = read_yaml(path)
-    apply_overrides(data, list(overrides or []))
-    cfg = from_dict(RunConfig, data, source=str(path))
-    absolutize(cfg, base_dir or path.resolve().parent)
+    origins: dict[str, str] = {}
+    apply_overrides(data, list(overrides or []), origins=origins)
+    for key, (flag, value) in (flags or {}).items():
+        if value is not None:
+            set_key(data, key, value, source=flag)
+            origins[key] = flag
+    cfg = load(RunConfig, data, source=str(path), origins=origins)
+    absolutize(cfg, base_dir or path.resolve().parent, str(path))
     return cfg
 
 
@@ -319,7 +342,12 @@ def run_config_from_dict(data: dict, source: str) -> RunConfig:
 
 
 def _looks_local(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+    if value.startswith(("/", "./", "../", "~")):
+        return True
+    try:
+        return Path(value).exists()
+    except OSError:  # e.g. a name too long: not a hub id either
+        return True
 
 
 def is_hub_id(value: str) -> bool:
@@ -327,25 +355,33 @@ def is_hub_id(value: str) -> bool:
     return not _looks_local(value) and bool(re.fullmatch(r"[\w.-]+/[\w.-]+", value))
 
 
-def absolutize(cfg: RunConfig, base: Path) -> None:
+def absolutize(cfg: RunConfig, base: Path, source: str = "run config") -> None:
     """Relative local paths in the config become absolute, so that nodes and adapter_config.json agree."""
 
-    def fix(value: Optional[str]) -> Optional[str]:
-        if value is None or is_hub_id(value):
-            return value
-        return str((base / Path(value).expanduser()).resolve())
+    def fix(value: Optional[str], field: str) -> Optional[str]:
+        try:
+            if value is None or is_hub_id(value):
+                return value
+            return str((base / Path(value).expanduser()).resolve())
+        except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, ...
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise UserError(f"unusable path {value!r}: {why}", source=source, field=field) from None
 
-    cfg.model.path = fix(cfg.model.path)  # type: ignore[assignment]
-    cfg.model.tokenizer_path = fix(cfg.model.tokenizer_path)
-    cfg.data.train_file = fix(cfg.data.train_file)
-    cfg.data.eval_file = fix(cfg.data.eval_file)
-    if cfg.data.dataset_name and _looks_local(cfg.data.dataset_name):
-        cfg.data.dataset_name = fix(cfg.data.dataset_name)
+    cfg.model.path = fix(cfg.model.path, "model.path")  # type: ignore[assignment]
+    cfg.model.tokenizer_path = fix(cfg.model.tokenizer_path, "model.tokenizer_path")
+    cfg.data.train_file = fix(cfg.data.train_file, "data.train_file")
+    cfg.data.eval_file = fix(cfg.data.eval_file, "data.eval_file")
+    try:
+        local_dataset = bool(cfg.data.dataset_name) and _looks_local(cfg.data.dataset_name or "")
+    except OSError:
+        local_dataset = True
+    if local_dataset:
+        cfg.data.dataset_name = fix(cfg.data.dataset_name, "data.dataset_name")
     if cfg.output_dir:
-        cfg.output_dir = fix(cfg.output_dir)
+        cfg.output_dir = fix(cfg.output_dir, "output_dir")
     for i, spec in enumerate(cfg.training.callbacks):
         parsed = parse_callback(spec)
         if parsed and parsed[2]:
-            cfg.training.callbacks[i] = f"{fix(parsed[0])}:{parsed[1]}"
+            cfg.training.callbacks[i] = f"{fix(parsed[0], f'training.callbacks[{i}]')}:{parsed[1]}"
     if isinstance(cfg.training.resume, str) and cfg.training.resume != "auto":
-        cfg.training.resume = fix(cfg.training.resume)  # type: ignore[assignment]
+        cfg.training.resume = fix(cfg.training.resume, "training.resume")  # type: ignore[assignment]

@@ -1,13 +1,19 @@
 """Typed YAML configs: dataclasses with one line of help per field, strict loading, ``--set`` overrides.
 
-Loading rejects unknown keys (listing the valid ones), wrong types, values outside ``choices`` and any string with
-a control character (a newline in a value could otherwise start a new line of a job script). Each dataclass may
-define ``validate(self, source)`` for cross-field checks; it runs right after the fields are converted.
+Reading is bounded (``read_yaml``: a size limit, no aliases, no duplicate keys), so a hostile file costs neither
+memory nor time. Loading rejects unknown keys (listing the valid ones), wrong types, values outside ``choices``,
+numbers that are not finite, and passes every string through ``values.check_string`` (no control characters: a
+newline in a value could otherwise start a new line of a job script; no secrets). Each dataclass may define
+``validate(self, source, prefix)`` for cross-field checks; it runs right after the fields are converted.
+
+Values from command-line flags and ``--set`` enter the same raw mapping as the file's before conversion
+(``apply_overrides``), so they pass the same checks; ``load`` names the flag, not the file, when one is wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -16,7 +22,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from hpc_finetune.errors import UserError
+from hpc_finetune.errors import UserError, shorten
+from hpc_finetune.values import check_free_form, check_string
 
 MISSING_REQUIRED = "__required__"
 
@@ -36,8 +43,39 @@ def required(help: str, **meta: Any) -> Any:
 
 
 # --- YAML without YAML 1.1 surprises -----------------------------------------------------------------------------
+MAX_YAML_BYTES = 1 << 20  # a run config or profile is a few KB; 1 MiB is generous and cheap to parse
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader minus sexagesimal integers: ``time: 1:30:00`` stays the string '1:30:00', not 5400."""
+    """SafeLoader minus sexagesimal integers (``time: 1:30:00`` stays the string '1:30:00', not 5400), minus
+    aliases (``*name``: a 1 KB "billion laughs" file expands to gigabytes), minus duplicate keys (the last one
+    silently winning hides a mistake)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(None, None, f"aliases (*{event.anchor}) are not allowed; write the value out",
+                                       event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise yaml.MarkedYAMLError(None, None, "merge keys (<<) are not allowed; write the keys out",
+                                               key_node.start_mark)
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.MarkedYAMLError(None, None, "a key must be a plain value", key_node.start_mark) \
+                        from None
+                if key in seen:
+                    raise yaml.MarkedYAMLError(None, None, f"duplicate key {shorten(str(key))!r}",
+                                               key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -49,8 +87,12 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_RE, list("-+01234567
 
 
 def parse_yaml_text(text: str, source: str) -> Any:
+    if len(text) > MAX_YAML_BYTES:
+        raise UserError(f"larger than {MAX_YAML_BYTES // 1024} KiB", source=source)
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise UserError("nested too deeply", source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -58,13 +100,28 @@ def parse_yaml_text(text: str, source: str) -> Any:
         raise UserError(f"malformed YAML: {where}{problem}", source=source) from None
 
 
-def read_yaml(path: Path) -> dict:
+def read_text_bounded(path: Path, limit: int = MAX_YAML_BYTES) -> str:
+    """A small text file's content, reading at most ``limit`` bytes (``/dev/zero`` or a huge file is an error)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
     except FileNotFoundError:
         raise UserError("file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read: {exc}", source=str(path)) from None
+    except IsADirectoryError:
+        raise UserError("is a folder, not a file", source=str(path)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    if len(raw) > limit:
+        raise UserError(f"larger than {limit // 1024} KiB: not a config file", source=str(path))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from ``path``: bounded in size, no aliases, no duplicate keys (see ``_Loader``)."""
+    text = read_text_bounded(path)
     data = parse_yaml_text(text, str(path))
     if data is None:
         return {}
@@ -95,15 +152,15 @@ def _type_name(tp: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
+        same_shape = [o for o in options if o is type(value) or get_origin(o) is type(value)]
+        if len(same_shape) == 1:  # a string for `str | list[str]`: that option's own error says what is wrong
+            return _convert(same_shape[0], value, source, where)
         errors = []
         for option in options:
             if option is type(None):
@@ -114,13 +171,13 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
                 errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
-        raise UserError(f"expected {_type_name(tp)}, got {_kind(value)} {value!r}", source=source, field=where)
+        raise UserError(f"expected {_type_name(tp)}, got {_got(value)}", source=source, field=where)
     if origin is Literal:
         allowed = get_args(tp)
         if value in allowed and type(value) in {type(a) for a in allowed}:
             return value
-        raise UserError(f"{value!r} is not allowed; choose one of: {', '.join(repr(a) for a in allowed)}",
-                        source=source, field=where)
+        raise UserError(f"{_got(value, kind=False)} is not allowed; choose one of: "
+                        f"{', '.join(repr(a) for a in allowed)}", source=source, field=where)
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"expected {_type_name(tp)}, got {_kind(value)}", source=source, field=where)
@@ -129,12 +186,15 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"expected {_type_name(tp)}, got {_kind(value)}", source=source, field=where)
         key_tp, val_tp = get_args(tp)
+        if val_tp is Any:  # free-form (training.extra_args): every key and value, at every level, in one walk
+            check_free_form(value, source=source, field=where)
+            return {str(k): v for k, v in value.items()}
         return {_convert(key_tp, k, source, f"{where}.{k}"): _convert(val_tp, v, source, f"{where}.{k}")
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, source=source, prefix=where)
     if tp is Any:
-        return value
+        return check_free_form(value, source=source, field=where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -142,19 +202,30 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
-            return float(value)  # PyYAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+            number = float(value)  # PyYAML reads 1e-4 (no dot) as a string
+        if number is not None:
+            if not math.isfinite(number):
+                raise UserError(f"expected a finite number, got {value!r}", source=source, field=where)
+            return number
     elif tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str):
-            if _CONTROL.search(value):
-                raise UserError("control characters (such as a newline) are not allowed in values",
-                                source=source, field=where)
-            return value
-    raise UserError(f"expected {_type_name(tp)}, got {_kind(value)} {value!r}", source=source, field=where)
+            return check_string(value, source=source, field=where)
+        if isinstance(value, bool):
+            raise UserError(f"expected a string, got the boolean {value!r}: YAML reads unquoted yes/no/on/off/"
+                            "true/false as booleans; put the value in quotes (e.g. 'no')", source=source, field=where)
+    raise UserError(f"expected {_type_name(tp)}, got {_got(value)}", source=source, field=where)
+
+
+def _got(value: Any, kind: bool = True) -> str:
+    """What was given, for an error line: its kind and its (shortened) value."""
+    text = shorten(repr(value))
+    return f"{_kind(value)} {text}" if kind else text
 
 
 def from_dict(cls: type, data: Any, *, source: str, prefix: str = "") -> Any:
@@ -165,10 +236,10 @@ def from_dict(cls: type, data: Any, *, source: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
-        key = unknown[0]
+        key = shorten(str(unknown[0]), 60)
         valid = ", ".join(fields)
         raise UserError(f"unknown key {key!r}; valid keys here: {valid}", source=source,
-                        field=f"{prefix}.{key}" if prefix else str(key))
+                        field=f"{prefix}.{key}" if prefix else key)
     kwargs = {}
     for name, f in fields.items():
         where = f"{prefix}.{name}" if prefix else name
@@ -176,7 +247,7 @@ def from_dict(cls: type, data: Any, *, source: str, prefix: str = "") -> Any:
             kwargs[name] = _convert(hints[name], data[name], source, where)
             choices = f.metadata.get("choices")
             if choices is not None and kwargs[name] not in choices:
-                raise UserError(f"{kwargs[name]!r} is not allowed; choose one of: {', '.join(map(repr, choices))}",
+                raise UserError(f"{shorten(repr(kwargs[name]))} is not allowed; choose one of: {', '.join(map(repr, choices))}",
                                 source=source, field=where)
         elif f.metadata.get("required"):
             raise UserError(f"required field is missing ({f.metadata['help']})", source=source, field=where)
@@ -191,24 +262,58 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config mapping."""
+def set_key(data: dict, key: str, value: Any, *, source: str) -> None:
+    """Set ``key.sub`` in a raw config mapping (creating sections), as the file would have."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"malformed key {shorten(key, 60)!r}", source=source)
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{'.'.join(parts[:i + 1])} is not a section", source=source, field=key)
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set",
+                    origins: dict[str, str] | None = None) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config mapping; ``origins``
+    (if given) records which key came from where, for ``load``'s error lines."""
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"expected KEY=VALUE, got {item!r}", source=source)
+            raise UserError(f"expected KEY=VALUE, got {shorten(item, 60)!r}", source=source)
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise UserError(f"malformed key {key!r}", source=source)
-        value = parse_yaml_text(raw, f"{source} {key}") if raw.strip() else ""
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"{'.'.join(parts[:i + 1])} is not a section", source=source, field=key)
-            node = child
-        node[parts[-1]] = value
+        key = key.strip()
+        value = parse_yaml_text(raw, f"{source} {shorten(key, 60)}") if raw.strip() else ""
+        set_key(data, key, value, source=source)
+        if origins is not None:
+            origins[key] = source
     return data
+
+
+def load(cls: type, data: Any, *, source: str, origins: dict[str, str] | None = None) -> Any:
+    """``from_dict``, with errors about a value that came from a flag or ``--set`` naming that, not the file."""
+    try:
+        return from_dict(cls, data, source=source)
+    except UserError as exc:
+        for err in getattr(exc, "errors", [exc]):
+            relabel(err, source, origins or {})
+        raise
+
+
+def relabel(err: UserError, file_source: str, origins: dict[str, str]) -> UserError:
+    """Point ``err`` at the flag or ``--set`` that gave its field's value (the longest key that covers it)."""
+    if not err.field or err.source != file_source:
+        return err
+    field = err.field.split(" ")[0]
+    best = ""
+    for key in origins:
+        if (field == key or field.startswith((key + ".", key + "["))) and len(key) > len(best):
+            best = key
+    if best:
+        err.source = origins[best]
+    return err
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:

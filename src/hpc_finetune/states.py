@@ -5,6 +5,7 @@ from __future__ import annotations
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, REQUEUED, UNKNOWN = (
     "pending", "running", "completed", "failed", "cancelled", "timeout", "preempted", "node_fail", "requeued",
     "unknown")
+TRAINER_ERROR = "trainer error"  # attempts.jsonl event: the training core's one-line error (status shows it)
 STOPPED = "stopped"  # ours, not Slurm's: saved and ended on purpose at the requeue limit (see segments.py)
 
 SLURM_STATES = {

@@ -6,10 +6,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune.records import Registry, RunRecord, load_record, read_json
+from hpc_finetune.records import NO_RESULT, Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
 from hpc_finetune.segments import read_events
-from hpc_finetune.states import ENDED, FAILED, LIVE, STOPPED
+from hpc_finetune.states import ENDED, FAILED, LIVE, STOPPED, TRAINER_ERROR
 
 
 def progress_of(rec: RunRecord) -> Optional[dict]:
@@ -28,11 +28,23 @@ def auto_requeues(events: list[dict]) -> int:
 
 
 def end_reason(events: list[dict]) -> str:
-    """Why an ended run stopped, as the job itself wrote it (requeue limit, repeated failure), else ''."""
-    last = next((e for e in reversed(events) if e.get("event") != "trainer exited"), None)
-    if last and last.get("event") in ("stopped", "gave up"):
-        return str(last.get("reason", ""))
-    return ""
+    """Why an ended run stopped, as the job itself wrote it: the trainer's own one-line error of the last segment
+    (bad data, a bad setting), and/or the requeue limit or repeated failure; else ''."""
+    last = next((e for e in reversed(events) if e.get("event") not in ("trainer exited", TRAINER_ERROR)), None)
+    why = str(last.get("reason", "")) if last and last.get("event") in ("stopped", "gave up") else ""
+    error = ""
+    for e in reversed(events):  # the trainer's error in the last segment only
+        if e.get("event") == "start":
+            break
+        if e.get("event") == TRAINER_ERROR and e.get("reason"):
+            error = str(e["reason"])
+            break
+    return "; ".join(p for p in (error, why) if p)
+
+
+def _needs_look(rec: RunRecord) -> bool:
+    """Live, or a local job judged ended without a result (a later look may find it alive or successful)."""
+    return bool(rec.segments) and (rec.state in LIVE or (rec.state == FAILED and rec.reason == NO_RESULT))
 
 
 def refresh(registry: Registry, records: list[RunRecord],
@@ -41,7 +53,7 @@ def refresh(registry: Registry, records: list[RunRecord],
     schedulers = schedulers if schedulers is not None else {}
     by_kind: dict[str, list[RunRecord]] = defaultdict(list)
     for rec in records:
-        if rec.state in LIVE and rec.segments:
+        if _needs_look(rec):
             by_kind[rec.scheduler].append(rec)
     for kind, recs in by_kind.items():
         sched = schedulers.setdefault(kind, get_scheduler(kind))
@@ -57,8 +69,11 @@ def refresh(registry: Registry, records: list[RunRecord],
                 seg.gpu_seconds = info.gpu_seconds
                 if rec.state != info.state:
                     rec.state, changed = info.state, True
-                if info.state in ENDED and not seg.reason:
+                if info.state in ENDED and (not seg.reason or seg.reason == NO_RESULT):
                     seg.reason = info.raw_state
+                verdict = NO_RESULT if info.raw_state == NO_RESULT else ""
+                if (rec.reason == NO_RESULT and not verdict) or (verdict and not rec.reason):
+                    rec.reason, changed = verdict, True
             events = attempts(rec)
             auto = auto_requeues(events)
             if auto != rec.auto_requeues:

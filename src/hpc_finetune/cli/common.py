@@ -12,7 +12,7 @@ import yaml
 from hpc_finetune.jobspec import JobSpec, resolve, runs_root
 from hpc_finetune.launch import NodeProgram
 from hpc_finetune.profile import ClusterProfile, find_profile
-from hpc_finetune.records import Registry, new_run_id
+from hpc_finetune.records import Registry, next_run_id
 from hpc_finetune.render import job_python, job_script
 from hpc_finetune.runconfig import RunConfig, load_run_config
 from hpc_finetune.schema import to_dict
@@ -27,24 +27,29 @@ class Prepared:
     program: NodeProgram
 
 
+# Command-line flags -> the config key they set: they enter the config like `--set`, so the same checks apply.
+FLAGS = {"nodes": "resources.nodes", "gpus": "resources.gpus_per_node", "time": "resources.time",
+         "partition": "resources.partition"}
+
+
 def load_with_flags(args: argparse.Namespace) -> tuple[ClusterProfile, RunConfig]:
-    cfg = load_run_config(args.config, args.set)
-    res = cfg.resources
-    for flag, attr in (("nodes", "nodes"), ("gpus", "gpus_per_node"), ("time", "time"), ("partition", "partition")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(res, attr, value)
-    res.validate(str(args.config), "resources")
-    profile = find_profile(args.cluster or os.environ.get("HPC_FINETUNE_CLUSTER") or "local")
+    flags = {key: (f"--{flag}", getattr(args, flag, None)) for flag, key in FLAGS.items()}
+    cfg = load_run_config(args.config, args.set, flags=flags)
+    if args.cluster is not None:
+        profile = find_profile(args.cluster)
+    else:
+        profile = find_profile(os.environ.get("HPC_FINETUNE_CLUSTER") or "local")
     return profile, cfg
 
 
 def prepare(args: argparse.Namespace, registry: Registry,
-            loaded: tuple[ClusterProfile, RunConfig] | None = None) -> Prepared:
-    """A new run id and the rendered job; ``loaded`` is (profile, config) already read by the caller."""
+            loaded: tuple[ClusterProfile, RunConfig] | None = None, run_dir: Path | None = None) -> Prepared:
+    """The rendered job for ``run_dir`` (default: the id a submit would take now, nothing created); ``loaded`` is
+    (profile, config) already read by the caller."""
     profile, cfg = loaded or load_with_flags(args)
-    root = runs_root(profile)
-    run_dir = root / new_run_id(registry, root, cfg.name)
+    if run_dir is None:
+        root = runs_root(profile)
+        run_dir = root / next_run_id(registry, root, cfg.name)
     return build(profile, cfg, run_dir, source=str(args.config))
 
 

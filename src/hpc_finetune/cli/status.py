@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_finetune.records import Registry, RunRecord, load_record
+from hpc_finetune.records import Registry, RunRecord, UnreadableRecord, load_record
 from hpc_finetune.timefmt import format_time
 
 
@@ -39,12 +39,18 @@ def _progress_text(progress: dict | None) -> str:
 def collect(registry: Registry, run: str | None, last: int | None = None) -> list[dict]:
     from hpc_finetune.tracking import current, refresh
 
+    unreadable: dict[str, str] = {}
     if run is not None:
         rows = registry.rows(current(registry, run).run_id)
     else:
-        live = registry.live_rows()
-        if live:
-            refresh(registry, [RunRecord.load(Path(r["run_dir"])) for r in live])
+        records = []
+        for r in registry.live_rows():
+            try:
+                records.append(RunRecord.load(Path(r["run_dir"])))
+            except UnreadableRecord as exc:  # one broken run must not hide the others
+                unreadable[r["run_id"]] = str(exc)
+        if records:
+            refresh(registry, records)
         rows = registry.rows(last=last)
     out = []
     parsed: dict[str, dict] = {}
@@ -53,8 +59,13 @@ def collect(registry: Registry, run: str | None, last: int | None = None) -> lis
         raw = d["progress"]
         if raw:
             if raw not in parsed:
-                parsed[raw] = json.loads(raw)
+                try:
+                    parsed[raw] = json.loads(raw)
+                except ValueError:
+                    parsed[raw] = None
             d["progress"] = parsed[raw]
+        if d["run_id"] in unreadable:
+            d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
     return out
 

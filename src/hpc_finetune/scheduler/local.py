@@ -1,6 +1,11 @@
 """This machine, no scheduler: submitit's local controller, started by our rendered bash script.
 
-The job id is the controller's process id. State comes from the process (alive or not) and submitit's result file.
+The job id is the controller's process id. State comes from the process and submitit's result file. The process
+counts as alive while a process with that pid exists, is not a zombie and has the start time recorded at submit
+(``/proc/PID/stat`` field 22, fixed at fork and unchanged by exec): a reused pid does not pass, and a job that is
+mid-exec (empty ``/proc/PID/cmdline``) is not mistaken for a dead one. A job judged ended without a result file is
+looked at again by the next `status` (``records.NO_RESULT``), which corrects the verdict if the job turns out alive
+or successful.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_finetune import states
+from hpc_finetune.records import NO_RESULT
 from hpc_finetune.scheduler.base import JobInfo, Scheduler
 
 
@@ -31,6 +37,9 @@ def _executor_class() -> type:
             process = subprocess.Popen(["bash", str(self.script_path)], stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             log.close()
+            stat = _proc_stat(process.pid)  # Popen returns after the exec: the pid is ours and still running
+            if stat is not None:
+                _start_file(self.folder, process.pid).write_text(stat[1] + "\n")
             return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
 
     return ScriptLocalExecutor
@@ -43,19 +52,33 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False
-    if b"submitit" not in cmdline and b"bash" not in cmdline:
-        return False  # the pid was reused by something else
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of ``pid``, or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]  # field 3 (state) and field 22 (starttime), counted from the pid as field 1
+
+
+def _start_file(jobs: Path, pid: int) -> Path:
+    return jobs / f"{pid}.starttime"
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """The job's process exists, is not a zombie and (when recorded) started when ours did."""
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
         return False
+    return started is None or stat[1] == started
+
+
+def _recorded_start(jobs: Path, pid: int) -> str | None:
+    try:
+        return _start_file(jobs, pid).read_text().strip() or None
+    except OSError:
+        return None
 
 
 class LocalScheduler(Scheduler):
@@ -77,7 +100,7 @@ class LocalScheduler(Scheduler):
         for jid in job_ids:
             jobs = run_dirs[jid] / "jobs"
             started = _mtime(jobs / f"{jid}_submitted.pkl")
-            if _alive(int(jid)):
+            if _alive(int(jid), _recorded_start(jobs, int(jid))):
                 out[jid] = JobInfo(jid, states.RUNNING, "RUNNING",
                                    elapsed=int(time.time() - started) if started else None)
                 continue
@@ -94,13 +117,15 @@ class LocalScheduler(Scheduler):
             elapsed = int(ended - started) if started and ended else None
             if outcome == "success":
                 out[jid] = JobInfo(jid, states.COMPLETED, "COMPLETED", elapsed=elapsed)
+            elif outcome is None:  # gone without a result: failed, unless a later look finds otherwise
+                out[jid] = JobInfo(jid, states.FAILED, NO_RESULT, elapsed=elapsed)
             else:
                 out[jid] = JobInfo(jid, states.FAILED, "FAILED", elapsed=elapsed)
         return out
 
     def cancel(self, job_id: str, run_dir: Path) -> None:
         (run_dir / "jobs" / f"{job_id}.cancelled").touch()
-        if _alive(int(job_id)):
+        if _alive(int(job_id), _recorded_start(run_dir / "jobs", int(job_id))):
             try:
                 os.killpg(int(job_id), signal.SIGTERM)
             except ProcessLookupError:

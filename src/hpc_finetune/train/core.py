@@ -299,7 +299,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_run_config(args.config, args.set)
         train(cfg)
-    except UserError as exc:
-        print(f"hpc-finetune train: error: {exc}", file=sys.stderr)
+    except UserError as exc:  # bad data or a bad setting: one line in the log, and the run's reason in `status`
+        line = str(exc)
+        print(f"hpc-finetune train: error: {line}", file=sys.stderr, flush=True)
+        run_dir = os.environ.get("HPCFT_RUN_DIR")
+        if run_dir and os.environ.get("RANK", "0") == "0":
+            from hpc_finetune.segments import log_event
+            from hpc_finetune.states import TRAINER_ERROR
+
+            try:
+                log_event(run_dir, TRAINER_ERROR, reason=line.splitlines()[0] if line else "error")
+            except OSError:
+                pass  # the log line above still says it
         return 2
     return 0

@@ -82,23 +82,36 @@ def load_named(data: DataConfig) -> tuple[Any, Optional[Any]]:
 
 
 def validate_columns(ds: Any, data: DataConfig, where: str) -> None:
+    """Every record has the column, of the right type (the login node's ``check`` may have read only the first few):
+    a bad record is one line naming it, not a traceback from the tokenizer."""
     if len(ds) == 0:
         raise UserError(f"{where} has no records", field="data")
     if data.format == "text":
         if data.text_field not in ds.column_names:
             raise UserError(f"{where} has no {data.text_field!r} column (columns: {', '.join(ds.column_names)}); "
                             "set data.text_field or data.format: chat", field="data.text_field")
+        for i, text in enumerate(ds[data.text_field]):
+            if not isinstance(text, str):
+                raise UserError(f"{where}: record {i + 1}: {data.text_field!r} is "
+                                f"{'null' if text is None else type(text).__name__}, not text",
+                                field="data.text_field")
         return
     if data.messages_field not in ds.column_names:
         raise UserError(f"{where} has no {data.messages_field!r} column (columns: {', '.join(ds.column_names)})",
                         field="data.messages_field")
     for i, conv in enumerate(list(ds[data.messages_field])):
-        if not conv:
+        if not conv or not isinstance(conv, list):
             raise UserError(f"{where}: record {i + 1} has an empty conversation", field="data.messages_field")
         for m in conv:
-            if m.get("role") not in ROLES:
-                raise UserError(f"{where}: record {i + 1}: unknown role {m.get('role')!r}; allowed: "
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                role = m.get("role") if isinstance(m, dict) else m
+                raise UserError(f"{where}: record {i + 1}: unknown role {str(role)[:40]!r}; allowed: "
                                 f"{', '.join(sorted(ROLES))}", field="data.messages_field")
+            if not isinstance(m.get("content"), str):
+                content = m.get("content")
+                raise UserError(f"{where}: record {i + 1}: a message's 'content' is "
+                                f"{'null' if content is None else type(content).__name__}, not text",
+                                field="data.messages_field")
 
 
 # --- fingerprint ---------------------------------------------------------------------------------------------------
