@@ -56,7 +56,7 @@ def gpu_setup(home, tmp_path):
 
 
 def test_case_list_covers_the_acceptance_modes():
-    assert list(CASE) == ["lora-bf16", "qlora-nf4", "fsdp-lora", "zero3-lora", "flash-attn", "full-fp32-master"]
+    assert list(CASE) == ["lora-bf16", "flash-attn", "qlora-nf4", "full-fp32-master", "fsdp-lora", "zero3-lora"]
 
 
 @pytest.mark.parametrize("name", list(CASE))
