@@ -172,6 +172,17 @@ def check_requirements(name: str, version: str, requires: list[str], installed: 
     return out
 
 
+def installed_versions(path: Optional[list[str]] = None) -> dict[str, str]:
+    """Name -> version of what an import would find: the first distribution along the path wins, as for imports
+    (wheels installed with --target ahead of the environment's own)."""
+    import importlib.metadata as md
+
+    out: dict[str, str] = {}
+    for dist in md.distributions(path=path) if path is not None else md.distributions():
+        out.setdefault(dist.metadata["Name"].lower().replace("_", "-"), dist.version)
+    return out
+
+
 # --- results -------------------------------------------------------------------------------------------------------
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
@@ -354,7 +365,9 @@ def run(args: argparse.Namespace) -> int:
                WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("HPC_FINETUNE_CLUSTER", None)
     probe_file = work / "probe.json"
-    subprocess.run([py, __file__, "probe", str(probe_file)], env=env, timeout=300, check=True)
+    if subprocess.run([py, __file__, "probe", str(probe_file)], env=env, timeout=300).returncode:
+        print("gpu_acceptance: the probe of the training stack failed (its error is above): nothing run")
+        return 1
     probe = json.loads(probe_file.read_text())
     print("gpu_acceptance: " + ", ".join(f"{k} {v}" for k, v in probe["versions"].items()), flush=True)
     for line in probe["requirements"]:
@@ -368,8 +381,10 @@ def run(args: argparse.Namespace) -> int:
     if not (demo / "model" / "model.safetensors").exists():
         t0 = time.time()
         samples = REHEARSAL["samples"] if args.cpu_rehearsal else SAMPLES
-        subprocess.run([py, __file__, "build", str(demo), "--size", size, "--samples", str(samples)], env=env,
-                       check=True, timeout=600)
+        if subprocess.run([py, __file__, "build", str(demo), "--size", size, "--samples", str(samples)], env=env,
+                          timeout=600).returncode:
+            print("gpu_acceptance: building the demo model failed (its error is above): nothing run")
+            return 1
         print(f"gpu_acceptance: built the {size} demo model in {time.time() - t0:.0f} s", flush=True)
     sys.path.insert(0, str(REPO / "src"))
     from hpc_finetune.plan import ModelShape
@@ -438,7 +453,7 @@ def probe(path: Path) -> int:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         result.update(device=props.name, gpus=torch.cuda.device_count(), gpu_memory_gb=props.total_memory / 1e9)
-    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in md.distributions()}
+    installed = installed_versions()
     for name in STACK:
         try:
             dist = md.distribution(name)

@@ -232,6 +232,17 @@ def test_requirement_check_names_what_is_needed():
     assert ga.check_requirements("trl", trl.version, trl.requires or [], installed) == []
 
 
+def test_installed_versions_are_the_ones_an_import_finds(tmp_path):
+    """Wheels installed with --target sit ahead of the environment on the path: their versions are the ones used."""
+    info = tmp_path / "trl-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: trl\nVersion: 0.0.1\n")
+    import importlib.metadata as md
+
+    assert ga.installed_versions([str(tmp_path)] + sys.path)["trl"] == "0.0.1"
+    assert ga.installed_versions(sys.path + [str(tmp_path)])["trl"] == md.version("trl")
+
+
 def test_no_gpu_is_one_clean_line_and_exit_zero(tmp_path):
     env = dict(os.environ, PY=sys.executable, GPU_ACCEPTANCE_WORK=str(tmp_path / "work"), GPU_SITE=str(tmp_path / "s"))
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_acceptance.sh")], capture_output=True, text=True,
