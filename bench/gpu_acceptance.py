@@ -86,6 +86,11 @@ CASES = [
 ]
 
 
+def _src_on_path() -> None:
+    if str(REPO / "src") not in sys.path:
+        sys.path.insert(0, str(REPO / "src"))
+
+
 def merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
@@ -135,7 +140,7 @@ def write_profile(root: Path, gpus: int, gpu_memory_gb: float, cpus: int) -> Pat
 
 def plan_gb(run_yaml: Path, profile_yaml: Path) -> tuple[float, float]:
     """(plan's total GB per GPU, the part of it that is CUDA context and workspaces) for this run on this profile."""
-    sys.path.insert(0, str(REPO / "src"))
+    _src_on_path()
     from hpc_finetune.jobspec import resolve
     from hpc_finetune.plan import GB, estimate, inputs_from_run
     from hpc_finetune.profile import load_profile_file
@@ -216,12 +221,18 @@ def attention_kernel(log: str) -> str:
     return found[-1].strip()[:60] if found else "unknown"
 
 
+WRAPPER_ERROR = re.compile(r"training on \S+ exited with status|Submitted job triggered an exception")
+
+
 def failure_reason(log: str) -> str:
+    """The trainer's own error line: the last exception or `train: error:` line that is not the node program's or
+    submitit's report that the trainer failed."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if re.match(r"^([A-Za-z_.]*(Error|Exception)\b|hpc-finetune train: error:|RuntimeError|AssertionError)", ln):
-            return ln[:160]
-    return lines[-1][:160] if lines else "no log"
+        if re.match(r"^([A-Za-z_.]*(Error|Exception)\b|hpc-finetune train: error:)", ln) and \
+                not WRAPPER_ERROR.search(ln):
+            return ln[:240]
+    return lines[-1][:240] if lines else "no log"
 
 
 def job_log(run_dir: Optional[Path]) -> str:
@@ -246,6 +257,9 @@ def collect(case: str, run_dir: Optional[Path], *, params: int, peak: Optional[f
     log = job_log(run_dir)
     if status == "completed" and not summary:
         status = "failed: no summary.json"
+    if status.startswith("failed") and out and (out / "interrupted.json").exists():
+        step = json.loads((out / "interrupted.json").read_text()).get("step")
+        status = f"stopped by its time limit at step {step}"
     row = {"case": case, "status": status, "seconds": round(seconds, 1),
            "steps": summary.get("step", progress[-1]["step"] if progress else None),
            "max_steps": summary.get("max_steps"), "first_loss": losses[0] if losses else None,
@@ -256,7 +270,7 @@ def collect(case: str, run_dir: Optional[Path], *, params: int, peak: Optional[f
            "mem_ratio": round(mem / (plan[0] - plan[1]), 2) if mem is not None and plan and plan[0] > plan[1]
            else None,
            "attention": attention_kernel(log), "device": summary.get("cuda_device")}
-    if not status.startswith(("completed", "skipped", "unavailable", "missing")) and log:
+    if status.startswith(("failed", "timeout")) and log:
         row["status"] = f"{status}: {failure_reason(log)}"
     return row
 
@@ -361,8 +375,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "failed_logs.txt").unlink(missing_ok=True)
     py = sys.executable
+    paths = [str(REPO / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, HPC_FINETUNE_HOME=str(work / "state"), HPCFT_TOKENIZED_CACHE=str(work / "tokcache"),
-               WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+               WANDB_MODE="disabled", PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(paths))
     env.pop("HPC_FINETUNE_CLUSTER", None)
     probe_file = work / "probe.json"
     if subprocess.run([py, __file__, "probe", str(probe_file)], env=env, timeout=300).returncode:
@@ -386,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
             print("gpu_acceptance: building the demo model failed (its error is above): nothing run")
             return 1
         print(f"gpu_acceptance: built the {size} demo model in {time.time() - t0:.0f} s", flush=True)
-    sys.path.insert(0, str(REPO / "src"))
+    _src_on_path()
     from hpc_finetune.plan import ModelShape
 
     params = ModelShape.from_model_dir(demo / "model").params
@@ -476,7 +491,7 @@ def probe(path: Path) -> int:
 
 
 def build(root: Path, size: str, samples: int) -> int:
-    sys.path.insert(0, str(REPO / "src"))
+    _src_on_path()
     from hpc_finetune.train.assets import build_demo
 
     info = build_demo(root, size=size, samples=samples)

@@ -194,11 +194,16 @@ def test_missing_memory_field_reads_na_and_failures_say_why(tmp_path):
     assert "| lora-bf16 | completed | 10/10 | 6.000 | 5.990 | no | 500 | n/a | n/a | 3.00 | n/a | unknown |" in table
     assert not ga.passed([ok])
     log = ("Traceback (most recent call last):\n  File \"x.py\", line 1\ntorch.OutOfMemoryError: CUDA out of memory. "
-           "Tried to allocate 2.00 GiB\n")
+           "Tried to allocate 2.00 GiB\nsubmitit ERROR (2026-11-26) - Submitted job triggered an exception\n"
+           "Traceback (most recent call last):\nRuntimeError: training on gpu1 exited with status 1\n")
     bad = ga.collect("full-fp32-master", synthetic_run(tmp_path / "b", summary=None, progress=[], log=log),
                      params=10, peak=989e12, plan=(3.0, 1.0), status="failed (exit 1)", seconds=5)
     assert bad["status"] == "failed (exit 1): torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert bad["steps"] is None and bad["tokens_per_s"] is None
+    limited = synthetic_run(tmp_path / "c", summary=None, progress=progress, log="")
+    (limited / "output" / "interrupted.json").write_text(json.dumps({"step": 10}))
+    row = ga.collect("zero3-lora", limited, params=10, peak=None, plan=None, status="failed (exit 1)", seconds=70)
+    assert row["status"] == "stopped by its time limit at step 10"
 
 
 def test_peaks_budgets_and_unavailable_packages(tmp_path):
