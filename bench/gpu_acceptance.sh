@@ -8,6 +8,8 @@
 # 3. bench/gpu_acceptance.py run: builds the ~190M demo model, runs every case through `hpc-finetune submit --wait`
 #    on a local GPU profile, prints one table; the whole run, steps 1-3, within $GPU_ACCEPTANCE_BUDGET_S (480 s).
 # Exit: 0 when every case completed with its loss falling (or no GPU), 1 otherwise.
+# .whl/ is git-ignored: copy or carry it to the GPU machine with the working tree. Rerun some cases on the same
+# machine (the model and the installed wheels are reused): GPU_ACCEPTANCE_CASES=fsdp-lora,zero3-lora bash ...
 # Environment: PY (python3), GPU_WHEELS (.whl), GPU_SITE (/tmp/hpcft-site), GPU_ACCEPTANCE_WORK
 # (/tmp/hpcft-gpu-acceptance), OUT (table, JSON and logs; default bench/out/gpu_acceptance), GPU_ACCEPTANCE_CASES.
 set -uo pipefail
