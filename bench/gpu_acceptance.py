@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 NO_GPU_EXIT = 10  # gpu-check's code for "no GPU"; the shell script turns it into exit 0
 GRACE_S = 20  # a case is cancelled this long after its budget (its own time limit signals it 10 s before)
 MODEL_SIZE, SAMPLES = "medium", 20000
+# summary.json's cuda_max_memory_allocated_gb is max_memory_allocated() / 2**30 (train/core.py: cuda_summary); the
+# table shows it in plan's decimal GB (1e9 bytes) so that the two compare
+SUMMARY_MEMORY_UNIT = 2**30
 # --cpu-rehearsal: the whole driver on a CPU (tiny model, fp32, few steps, no GPU), to catch its own bugs before a
 # GPU lease is spent on them; its numbers mean nothing.
 REHEARSAL = {"size": "tiny", "samples": 400, "cases": "lora-bf16,full-fp32-master",
@@ -215,10 +218,15 @@ def loss_falling(losses: list[float]) -> bool:
     return len(losses) >= 2 and losses[-1] < 0.95 * losses[0]
 
 
-def attention_kernel(log: str) -> str:
-    """The training core's own line ``attention: ...`` (the kernel that ran), else unknown."""
+def attention_kernel(summary: dict, log: str) -> str:
+    """The kernel the model ran with (summary.json's ``attention``), with the core's ``attention: ...`` line when it
+    fell back (flash-attn missing); else unknown."""
     found = re.findall(r"attention: ([^\n]+)", log)
-    return found[-1].strip()[:60] if found else "unknown"
+    note = found[-1].strip()[:90] if found else ""
+    kernel = summary.get("attention")
+    if kernel:
+        return f"{kernel} ({note})" if note else str(kernel)
+    return note or "unknown"
 
 
 WRAPPER_ERROR = re.compile(r"training on \S+ exited with status|Submitted job triggered an exception")
@@ -254,6 +262,7 @@ def collect(case: str, run_dir: Optional[Path], *, params: int, peak: Optional[f
     losses = [p["loss"] for p in progress if p.get("loss") is not None]
     tps = steady_tokens_per_s(progress, summary.get("tokens_per_step")) or summary.get("tokens_per_s")
     mem = summary.get("cuda_max_memory_allocated_gb")
+    mem = round(mem * SUMMARY_MEMORY_UNIT / 1e9, 3) if mem is not None else None
     log = job_log(run_dir)
     if status == "completed" and not summary:
         status = "failed: no summary.json"
@@ -269,7 +278,7 @@ def collect(case: str, run_dir: Optional[Path], *, params: int, peak: Optional[f
            "max_mem_gb": mem, "plan_gb": round(plan[0], 2) if plan else None,
            "mem_ratio": round(mem / (plan[0] - plan[1]), 2) if mem is not None and plan and plan[0] > plan[1]
            else None,
-           "attention": attention_kernel(log), "device": summary.get("cuda_device")}
+           "attention": attention_kernel(summary, log), "device": summary.get("cuda_device")}
     if status.startswith(("failed", "timeout")) and log:
         row["status"] = f"{status}: {failure_reason(log)}"
     return row

@@ -93,8 +93,12 @@ def test_each_case_loads_resolves_passes_check_and_renders(gpu_setup, name):
         assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[cmd.index("--num_processes") + 1] == "1"
         if name == "fsdp-lora":
             assert str(acc.distributed_type) in ("FSDP", "DistributedType.FSDP")
-            assert acc.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
-            assert acc.fsdp_config["fsdp_use_orig_params"] is True  # LoRA: frozen and trainable in one flat param
+            fc = acc.fsdp_config
+            if fc.get("fsdp_version", 1) == 2:  # per-parameter sharding: LoRA needs nothing more
+                assert fc["fsdp_reshard_after_forward"] is True  # full shard
+            else:
+                assert fc["fsdp_sharding_strategy"] == "FULL_SHARD"
+                assert fc["fsdp_use_orig_params"] is True  # LoRA: frozen and trainable in one flat param
         else:
             assert str(acc.distributed_type) in ("DEEPSPEED", "DistributedType.DEEPSPEED")
             ds = json.loads(files["deepspeed_config.json"])
@@ -162,9 +166,10 @@ def test_row_arithmetic_from_run_files(tmp_path):
     t0 = 1000.0
     progress = [{"step": s, "loss": 6.0 - 0.05 * s, "time": t0 + 0.1 * s} for s in range(5, 65, 5)]
     summary = {"step": 60, "max_steps": 60, "tokens_per_step": 16384, "tokens_per_s": 50000.0,
-               "cuda_max_memory_allocated_gb": 12.5, "cuda_device": H100}
+               "cuda_max_memory_allocated_gb": 12.5, "cuda_device": H100, "attention": "sdpa"}
     run_dir = synthetic_run(tmp_path, summary=summary, progress=progress,
-                            log="loading\nattention: sdpa (flash_attention_2 asked; flash_attn not installed)\n")
+                            log="loading\nhpc-finetune train: warning: attention: flash_attention_2 asked, but the "
+                                "flash-attn package is not installed\n")
     peak, peak_text = ga.peak_flops(H100)
     row = ga.collect("flash-attn", run_dir, params=190_000_000, peak=peak, plan=(15.0, 1.0), status="completed",
                      seconds=42.0)
@@ -173,12 +178,13 @@ def test_row_arithmetic_from_run_files(tmp_path):
     assert row["mfu"] == pytest.approx(6 * 190e6 * tps / 989e12, abs=1e-4)
     assert (row["steps"], row["max_steps"], row["first_loss"], row["last_loss"]) == (60, 60, 5.75, 3.0)
     assert row["loss_falling"] is True and row["status"] == "completed"
-    assert row["max_mem_gb"] == 12.5 and row["mem_ratio"] == pytest.approx(12.5 / 14.0, abs=0.01)
-    assert row["attention"] == "sdpa (flash_attention_2 asked; flash_attn not installed)"
+    gb = 12.5 * 2**30 / 1e9  # the core's GiB in plan's decimal GB
+    assert row["max_mem_gb"] == pytest.approx(gb, abs=1e-3) and row["mem_ratio"] == pytest.approx(gb / 14.0, abs=0.01)
+    assert row["attention"] == "sdpa (flash_attention_2 asked, but the flash-attn package is not installed)"
     table = ga.render_table([row], card=H100, peak_text=peak_text, params=190_000_000)
     assert "H100 989 TFLOP/s dense bf16" in table and "190.0M-parameter" in table
     assert f"| flash-attn | completed | 60/60 | 5.750 | 3.000 | yes | {tps:,.0f} | " \
-           f"{6 * 190e6 * tps / 989e12:.1%} | 12.50 | 15.00 | 0.89 |" in table
+           f"{6 * 190e6 * tps / 989e12:.1%} | 13.42 | 15.00 | 0.96 |" in table
     assert ga.passed([row])
 
 
