@@ -180,6 +180,14 @@ def check_requirements(name: str, version: str, requires: list[str], installed: 
     return out
 
 
+def project_requirements() -> list[str]:
+    """hpc-finetune's own ``train`` and ``deepspeed`` extras (pyproject.toml), less wandb: these runs disable it."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return [r for r in extras["train"] + extras["deepspeed"] if not r.startswith("wandb")]
+
+
 def installed_versions(path: Optional[list[str]] = None) -> dict[str, str]:
     """Name -> version of what an import would find: the first distribution along the path wins, as for imports
     (wheels installed with --target ahead of the environment's own)."""
@@ -485,6 +493,7 @@ def probe(path: Path) -> int:
             continue
         result["versions"][name] = dist.version
         result["requirements"] += check_requirements(name, dist.version, dist.requires or [], installed)
+    result["requirements"] += check_requirements("hpc-finetune", "(this checkout)", project_requirements(), installed)
     procs = {mod: subprocess.Popen([sys.executable, "-c", stmt], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True) for mod, stmt in IMPORTS.items()}  # all at once: 16 cores
     for mod, proc in procs.items():

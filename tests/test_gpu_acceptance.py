@@ -239,8 +239,12 @@ def test_requirement_check_names_what_is_needed():
     import importlib.metadata as md
 
     installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in md.distributions()}
-    trl = md.distribution("trl")  # the stack these tests run on satisfies itself
+    trl = md.distribution("trl")  # the stack these tests run on satisfies itself, and our own extras
     assert ga.check_requirements("trl", trl.version, trl.requires or [], installed) == []
+    ours = ga.project_requirements()
+    assert any(r.startswith("trl") for r in ours) and any(r.startswith("deepspeed") for r in ours)
+    assert not any(r.startswith("wandb") for r in ours)  # the acceptance runs disable it: not carried
+    assert ga.check_requirements("hpc-finetune", "x", ours, installed) == []
 
 
 def test_installed_versions_are_the_ones_an_import_finds(tmp_path):
