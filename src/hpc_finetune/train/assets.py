@@ -15,6 +15,7 @@ SIZES = {  # hidden, layers, heads, kv_heads, intermediate
     "tiny": (64, 2, 4, 2, 128),
     "small": (256, 4, 8, 4, 688),
     "base": (512, 8, 8, 4, 1376),
+    "medium": (1024, 16, 16, 8, 2816),  # ~190M parameters: the GPU acceptance run (bench/gpu_acceptance.py)
 }
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
