@@ -174,8 +174,8 @@ def markdown(files: RunFiles, entries: list[dict], boundaries: list[Boundary], d
     if samples:
         lines += ["## Eval samples", ""]
         for s in samples:
-            lines += [f"**Prompt:** `{s.get('prompt', '')}`", "", f"- base: `{s.get('base', '')}`",
-                      f"- tuned: `{s.get('tuned', '')}`", ""]
+            lines += [f"**Prompt:** `{_one_line(s.get('prompt'))}`", "", f"- base: `{_one_line(s.get('base'))}`",
+                      f"- tuned: `{_one_line(s.get('tuned'))}`", ""]
     return "\n".join(lines)
 
 
@@ -191,3 +191,8 @@ def _samples(path: Path, limit: int) -> list[dict]:
         except ValueError:
             continue
     return out
+
+
+def _one_line(text: Any, limit: int = 160) -> str:
+    text = " ".join(str(text or "").split()).replace("`", "'")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
