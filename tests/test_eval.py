@@ -86,3 +86,20 @@ def test_bad_prompts_file_is_one_line_before_the_model_loads(home, demo_dir, tra
     assert not (tmp_path / "ev").exists()
     missing = cli("eval", str(Path(trained).parent / "nope"))
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_eval_as_a_job_of_its_own(home, demo_dir, trained, tmp_path):
+    """`--submit`: a one-process job on the cluster (here: this machine), recorded as run `NAME-eval`."""
+    out = tmp_path / "ev"
+    proc = cli("eval", str(trained), "--config", str(demo_dir / "run.yaml"), "--submit", "--cluster", "local",
+               "--wait", "--max-new-tokens", "3", "--out", str(out), timeout=900)
+    run = proc.stdout.split(" as run ")[1].split(",")[0]
+    assert proc.returncode == 0, proc.stdout + proc.stderr + cli("logs", run).stdout[-3000:]
+    assert run == f"{trained.parent.name}-eval"  # `train` output folders are named after their parent
+    row = json.loads(cli("status", run, "--json", check=True).stdout)[0]
+    assert row["state"] == "completed" and row["nodes"] == 1
+    log = cli("logs", run, check=True).stdout
+    assert "-m hpc_finetune.train.evaluate" in log and "--max-new-tokens 3" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tuned"]["eval_loss"] < metrics["base"]["eval_loss"] - 0.1
+    assert metrics["generation"]["max_new_tokens"] == 3 and metrics["samples"] == 4

@@ -20,7 +20,12 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.run) == bool(args.all):
         raise UserError("give a run id (or run directory), or --all", source="sync")
     registry = Registry()
-    runs = [locate(args.run, registry)] if args.run else [locate(r["run_dir"], registry) for r in registry.rows()]
+    runs = [locate(args.run, registry)] if args.run else []
+    for row in registry.rows() if args.all else []:
+        try:
+            runs.append(locate(row["run_dir"], registry))
+        except UserError as exc:  # a run directory deleted since: the others still sync
+            print(f"{row['run_id']}: skipped: {exc}")
     wandb = wandb_command()
     if not args.dry_run:
         check_can_upload(wandb)

@@ -80,7 +80,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def build_demo(root: Path, size: str = "tiny", samples: int = 400) -> dict:
-    """Write model/, text.jsonl, chat.jsonl, eval_text.jsonl, prompts.jsonl and run.yaml under ``root``; return a summary."""
+    """Write model/, text.jsonl, chat.jsonl, eval_text.jsonl, prompts.jsonl (for `eval`) and run.yaml under
+    ``root``; return a summary."""
     root.mkdir(parents=True, exist_ok=True)
     train_rows = texts(samples, seed=1)
     eval_rows = texts(max(20, samples // 10), seed=2)

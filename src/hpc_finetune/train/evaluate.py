@@ -132,7 +132,9 @@ def load_pair(cfg: RunConfig, model_dir: Path, tokenizer: Any) -> tuple[Any, Any
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base = load_model(cfg, tokenizer)
-    quantized = getattr(base, "is_quantized", False) or getattr(base, "is_loaded_in_4bit", False)
+    # bitsandbytes models are placed on the GPU while loading (transformers' bnb quantizer: update_device_map) and
+    # refuse .to(); the others are moved here
+    quantized = getattr(base, "hf_quantizer", None) is not None
     if not quantized:
         base.to(device)
     base.config.use_cache = True
