@@ -26,7 +26,7 @@ from hpc_finetune.records import write_atomic
 from hpc_finetune.runconfig import RunConfig, load_run_config
 
 
-def read_prompts(path: Path, cfg: RunConfig) -> list[dict]:
+def read_prompts(path: Path) -> list[dict]:
     """Each line: {"prompt": text} or {"messages": [...]} (a trailing assistant turn is kept as the reference)."""
     rows = []
     try:
@@ -165,7 +165,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, out_dir: Path, *, data_file: Optio
     gen = gen or GenerationSettings()
     set_offline(cfg)
     prompts_path = prompts_file or cfg.eval.prompts_file
-    prompts = read_prompts(Path(prompts_path), cfg) if prompts_path else []  # bad prompts fail before the model
+    prompts = read_prompts(Path(prompts_path)) if prompts_path else []  # bad prompts fail before the model
     tokenizer = load_tokenizer(cfg)
     ds, where = eval_dataset(cfg, tokenizer, data_file)
     base, tuned, kind, device = load_pair(cfg, model_dir, tokenizer)
