@@ -149,3 +149,16 @@ def test_real_run_requeued_twice_reports_one_curve_and_syncs_each_segment(home, 
     listed = [line.split()[-1] for line in cli("sync", "demo", "--dry-run", check=True).stdout.splitlines()
               if "offline-run-" in line]
     assert listed == [str(f) for f in folders]
+
+
+def test_segment_boundaries_say_why_each_segment_began(tmp_path):
+    from hpc_finetune.runfiles import segment_boundaries
+
+    write_jsonl(tmp_path / "attempts.jsonl", [
+        {"event": "start", "step": 0}, {"event": "requeued", "reason": "preempted", "step": 7},
+        {"event": "checkpointed", "step": 7}, {"event": "start", "step": 7},
+        {"event": "trainer exited", "returncode": 1, "step": 9}, {"event": "retrying", "status": 1, "step": 9},
+        {"event": "start", "step": 5}, {"event": "stopped", "reason": "requeue limit", "step": 12},
+        {"event": "start", "step": 12}, {"event": "completed", "step": 20}])
+    assert [(b.step, b.why) for b in segment_boundaries(tmp_path)] == [
+        (7, "preempted"), (5, "retry after exit status 1"), (12, "requeued by hand")]

@@ -14,7 +14,7 @@ from hpc_finetune.records import Registry, RunRecord, load_record, read_json
 from hpc_finetune.segments import read_events
 
 PROGRESS = "progress.jsonl"
-# attempts.jsonl events that end a segment and let a later one go on from its checkpoint
+# attempts.jsonl events with which a segment hands over to the next one by itself
 CONTINUED = ("requeued", "retrying")
 
 
@@ -80,20 +80,29 @@ def by_step(entries: list[dict], kind: str) -> list[dict]:
 @dataclass
 class Boundary:
     step: int  # the first segment after the boundary resumed from this step
-    why: str  # requeued: time limit / preempted / ...; retrying: failed with ...
+    why: str  # time limit, preempted, retry after exit status N, requeued by hand
 
 
 def segment_boundaries(run_dir: Path) -> list[Boundary]:
-    """Where a later job segment took over, in order: each requeue or retry that a new segment started after."""
-    events = read_events(run_dir)
+    """Where each later job segment took over, in order: every segment start after the first, with why the one
+    before it ended (an automatic requeue on a signal, a retry after a failure, or a requeue by hand)."""
     out: list[Boundary] = []
-    pending: Optional[dict] = None
-    for e in events:
-        if e.get("event") in CONTINUED:
-            pending = e
-        elif e.get("event") == "start" and pending is not None:
-            step = e.get("step", pending.get("step"))
-            out.append(Boundary(step=int(step or 0), why=str(pending.get("reason") or pending["event"])))
-            pending = None
+    started, ended = False, None
+    for e in read_events(run_dir):
+        kind = e.get("event")
+        if kind == "start":
+            if started:
+                out.append(Boundary(step=int(e.get("step") or 0), why=_why(ended)))
+            started, ended = True, None
+        elif kind in CONTINUED or ended is None:
+            ended = e
     return out
 
+
+def _why(ended: Optional[dict]) -> str:
+    kind = (ended or {}).get("event")
+    if kind == "requeued":
+        return str(ended.get("reason") or "requeued")
+    if kind == "retrying":
+        return f"retry after exit status {ended.get('status')}"
+    return "requeued by hand"
