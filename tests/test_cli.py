@@ -97,7 +97,8 @@ def test_render_has_no_side_effects_and_matches_dry_run(home, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["render", "RUN"], ["status"], ["submit", "--dry-run", "RUN"],
-                                  ["clusters"], ["check", "RUN"], ["plan", "--cluster", "a100-example", "RUN"]])
+                                  ["clusters"], ["check", "RUN"], ["plan", "--cluster", "a100-example", "RUN"],
+                                  ["eval", "--help"], ["report", "RUN"], ["sync", "--all", "--dry-run"]])
 def test_login_commands_import_no_training_library(home, tmp_path, argv):
     cfg = str(run_yaml(tmp_path))
     (tmp_path / "d.jsonl").write_text(json.dumps({"content": "x"}) + "\n")

@@ -207,6 +207,13 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    prompts_file: Optional[str] = opt(None, "Prompts for `hpc-finetune eval` to answer with the base and the tuned "
+                                            "model side by side: .jsonl, each line {\"prompt\": text} or "
+                                            "{\"messages\": [{role, content}, ...]}.")
+
+
+@dataclass
 class Resources:
     nodes: int = opt(1, "Nodes.")
     gpus_per_node: Optional[int] = opt(None, "GPUs per node (default: all the profile's; 0: CPU only).")
@@ -234,6 +241,7 @@ class RunConfig:
     training: TrainingConfig = opt(TrainingConfig, "Optimization and checkpointing.")
     launch: LaunchConfig = opt(LaunchConfig, "Multi-process launch.")
     logging: LoggingConfig = opt(LoggingConfig, "Experiment tracking.")
+    eval: EvalConfig = opt(EvalConfig, "After training: what `hpc-finetune eval` generates from.")
     resources: Resources = opt(Resources, "What to ask the scheduler for.")
     output_dir: Optional[str] = opt(None, "Where checkpoints and the final model go (default: RUN_DIR/output).")
 
@@ -371,6 +379,7 @@ def absolutize(cfg: RunConfig, base: Path, source: str = "run config") -> None:
     cfg.model.tokenizer_path = fix(cfg.model.tokenizer_path, "model.tokenizer_path")
     cfg.data.train_file = fix(cfg.data.train_file, "data.train_file")
     cfg.data.eval_file = fix(cfg.data.eval_file, "data.eval_file")
+    cfg.eval.prompts_file = fix(cfg.eval.prompts_file, "eval.prompts_file")
     try:
         local_dataset = bool(cfg.data.dataset_name) and _looks_local(cfg.data.dataset_name or "")
     except OSError:

@@ -23,6 +23,9 @@ COMMANDS = {
     "train": "Run the training core here, in this process (laptop, or one node).",
     "demo": "Build the tiny offline demo model, tokenizer and datasets.",
     "merge": "Merge a run's LoRA adapter into its base model.",
+    "eval": "Eval loss, perplexity and side-by-side answers of the base and the tuned model.",
+    "report": "Plot a run's progress (loss, eval loss, learning rate, grad norm, tokens/s) and write report.md.",
+    "sync": "Upload the offline wandb data of a run's every segment with `wandb sync` (login node).",
     "schema": "List every field of the run config or the cluster profile, with help.",
 }
 

@@ -81,7 +81,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def build_demo(root: Path, size: str = "tiny", samples: int = 400) -> dict:
-    """Write model/, text.jsonl, chat.jsonl, eval_text.jsonl and run.yaml under ``root``; return a summary."""
+    """Write model/, text.jsonl, chat.jsonl, eval_text.jsonl, prompts.jsonl (for `eval`) and run.yaml under
+    ``root``; return a summary."""
     root.mkdir(parents=True, exist_ok=True)
     train_rows = texts(samples, seed=1)
     eval_rows = texts(max(20, samples // 10), seed=2)
@@ -93,6 +94,9 @@ def build_demo(root: Path, size: str = "tiny", samples: int = 400) -> dict:
     write_jsonl(root / "eval_text.jsonl", [{"content": t} for _, _, t in eval_rows])
     write_jsonl(root / "chat.jsonl", [{"messages": [{"role": "user", "content": q},
                                                     {"role": "assistant", "content": a}]} for q, a, _ in train_rows])
+    arithmetic = [(q, a) for q, a, _ in texts(60, seed=3) if " plus " in q][:4]
+    write_jsonl(root / "prompts.jsonl", [{"prompt": a.rsplit(" is ", 1)[0] + " is", "reference": a}
+                                         for _, a in arithmetic])
     (root / "run.yaml").write_text(DEMO_RUN)
     return {"root": str(root), "model": str(model_dir), "parameters": n_params, "size": size,
             "vocab": len(tokenizer), "samples": samples}
@@ -129,6 +133,8 @@ training:
   eval_strategy: "no"
 logging:
   wandb: offline
+eval:
+  prompts_file: prompts.jsonl
 resources:
   time: "00:30:00"
 """

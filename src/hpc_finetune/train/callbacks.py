@@ -17,7 +17,9 @@ class ProgressCallback(TrainerCallback):
     """The main process's record of training, for `status` and for the requeue logic:
 
     - OUTPUT/steps.log: every optimizer step, one line each, as it ends;
-    - OUTPUT/progress.jsonl: every logging step (loss, learning rate, tokens, tokens/s);
+    - OUTPUT/progress.jsonl: every logging step (``kind: train``: loss, learning rate, grad norm, tokens,
+      tokens/s) and every evaluation (``kind: eval``: eval_loss and the trainer's other ``eval_*`` metrics), for
+      `status`, `report` and `eval`;
     - OUTPUT/progress.json: the latest of those, replaced atomically at most every SNAPSHOT_SECONDS and at every
       save and at the end.
 
@@ -62,14 +64,22 @@ class ProgressCallback(TrainerCallback):
             self._append("steps.log", f"{state.global_step}\n")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not state.is_world_process_zero or not logs:
             return
+        if "loss" not in logs:
+            evals = {k: v for k, v in logs.items() if k.startswith("eval_")}
+            if "eval_loss" in evals:  # an evaluation: its own entry, not the latest training progress
+                entry = {"kind": "eval", "step": state.global_step, "epoch": round(state.epoch or 0, 4), **evals,
+                         "time": time.time()}
+                self._append("progress.jsonl", json.dumps(entry) + "\n")
+            return  # the end-of-training summary (train_runtime, ...) goes to summary.json instead
         now = time.time()
         elapsed = now - self.started
         steps_done = state.global_step - self.start_step
         entry = {
+            "kind": "train",
             "step": state.global_step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
-            "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
+            "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "num_tokens": logs.get("num_tokens"),  # tokens trained on so far (all ranks), as TRL counts them
             "tokens_per_s": round(steps_done * self.tokens_per_step / elapsed, 1) if elapsed > 0 else None,
             "elapsed_s": round(elapsed, 2), "time": now,
