@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 NO_GPU_EXIT = 10  # gpu-check's code for "no GPU"; the shell script turns it into exit 0
 GRACE_S = 20  # a case is cancelled this long after its budget (its own time limit signals it 10 s before)
 MODEL_SIZE, SAMPLES = "medium", 20000
-# summary.json's cuda_max_memory_allocated_gb is max_memory_allocated() / 2**30 (train/core.py: cuda_summary); the
-# table shows it in plan's decimal GB (1e9 bytes) so that the two compare
-SUMMARY_MEMORY_UNIT = 2**30
+# summary.json's cuda_max_memory_allocated_gb is max_memory_allocated() / 1e9 (train/core.py: cuda_summary), plan's
+# decimal GB, so that the two compare
+SUMMARY_MEMORY_UNIT = 1e9
 # --cpu-rehearsal: the whole driver on a CPU (tiny model, fp32, few steps, no GPU), to catch its own bugs before a
 # GPU lease is spent on them; its numbers mean nothing.
 REHEARSAL = {"size": "tiny", "samples": 400, "cases": "lora-bf16,full-fp32-master",

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=bench/RESULTS.md
 start=$(date +%s)
+# The GPU acceptance table is measured on another machine (bench/gpu_acceptance.sh): keep that section as it is.
+gpu_section=$(awk '/^## GPU acceptance/{keep=1} keep && /^## / && !/^## GPU acceptance/{keep=0} keep' "$OUT" 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
@@ -24,4 +26,5 @@ else
   printf '\n## One node vs two\n\nSkipped: the dev cluster needs root.\n' >> "$OUT"
 fi
 printf '\nTotal time of this run: %s s.\n' "$(( $(date +%s) - start ))" >> "$OUT"
+[ -z "$gpu_section" ] || printf '\n%s\n' "$gpu_section" >> "$OUT"
 echo "wrote $OUT"

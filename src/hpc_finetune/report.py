@@ -133,11 +133,12 @@ def markdown(files: RunFiles, entries: list[dict], boundaries: list[Boundary], d
     if rec is not None:
         gpus = rec.nodes * rec.gpus_per_node
         wall = sum(s.elapsed or 0 for s in rec.segments)
+        how = "sacct's elapsed x GPUs of every job" if rec.scheduler == "slurm" else "wall time x GPUs"
         lines += ["## Resources and time", "",
                   f"- cluster `{rec.cluster}` ({rec.scheduler}): {rec.nodes} node(s) x {rec.gpus_per_node} GPU(s), "
                   f"{rec.processes_per_node} process(es) per node, time limit {format_time(rec.time_seconds)}",
                   f"- wall time (all segments): {format_time(wall)}",
-                  f"- GPU-hours: {gpus * wall / 3600:.2f}" if gpus else "- GPU-hours: 0 (CPU only)", "",
+                  f"- GPU-hours: {rec.gpu_hours:.2f} ({how})" if gpus else "- GPU-hours: 0 (CPU only)", "",
                   "## Segments", "", "| # | job | started by | state | elapsed | reason |", "|---|---|---|---|---|---|"]
         for i, s in enumerate(rec.segments, 1):
             lines.append(f"| {i} | {s.job_id} | {s.started_by} | {s.state} | "

@@ -9,8 +9,8 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", nargs="?", type=Path, default=Path("hpcft-demo"), help="where to write (default "
                                                                                    "./hpcft-demo)")
-    p.add_argument("--size", choices=["tiny", "small", "base"], default="tiny",
-                   help="model size: tiny (~0.1M parameters), small (~4M), base (~30M)")
+    p.add_argument("--size", choices=["tiny", "small", "base", "medium"], default="tiny",
+                   help="model size: tiny (~0.1M parameters), small (~4M), base (~30M), medium (~190M, for GPUs)")
     p.add_argument("--samples", type=int, default=400, help="training examples per dataset")
 
 
