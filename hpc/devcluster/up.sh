@@ -137,11 +137,19 @@ AccountingStorageHost=localhost
 AccountingStoragePort=16819
 AccountingStorageTRES=gres/gpu
 JobRequeue=1
+# preemption: a job of a higher PriorityTier partition takes the nodes of a lower one's jobs (see the partitions)
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 CONF
   for i in $(seq "$NODES"); do
     echo "NodeName=node$i NodeAddr=$SUBNET.$((10 + i)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:tiny:4 State=UNKNOWN"
   done
-  echo "PartitionName=debug Nodes=$NODESPEC Default=YES MaxTime=02:00:00 DefaultTime=00:30:00 MaxNodes=$NODES State=UP"
+  common="Nodes=$NODESPEC MaxTime=02:00:00 DefaultTime=00:30:00 MaxNodes=$NODES State=UP"
+  # debug: never preempted. lowprio: preemptable (SIGCONT+SIGTERM, GraceTime s later SIGKILL, then requeued by
+  # Slurm); highprio: preempts lowprio on the same nodes.
+  echo "PartitionName=debug $common Default=YES PriorityTier=1 PreemptMode=OFF"
+  echo "PartitionName=lowprio $common PriorityTier=1 PreemptMode=REQUEUE GraceTime=30"
+  echo "PartitionName=highprio $common PriorityTier=2 PreemptMode=OFF"
 } > "$STATE/etc/slurm.conf"
 
 for g in 0 1 2 3; do mknod "$STATE/dev/gpu$g" c 1 3; done
