@@ -77,8 +77,8 @@ def test_save_deadline_is_bounded_by_the_time_left():
     # a preemption's SIGTERM: the end of the grace time (EndTime) comes first, however long the warning would be
     signal_at = segments.slurm_time(PREEMPTING["PreemptTime"])
     assert segments.save_deadline(signal_at, 300, end) == end - margin
-    # a warning sent early (Slurm checks limits every 30 s): still no longer than promised
-    assert segments.save_deadline(1000.0, 300, 1000.0 + 360) == 1300 - margin
+    # a warning sent early (Slurm checks limits every 30 s): the job's EndTime, when Slurm kills it, is the bound
+    assert segments.save_deadline(1000.0, 300, 1000.0 + 360) == 1360 - margin
     assert segments.slurm_time("None") is None and segments.slurm_time("Unknown") is None
 
 

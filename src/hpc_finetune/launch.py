@@ -76,14 +76,15 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
     return NodeInfo(node_rank, num_nodes, hostname, main_host, main_addr, port_for_job(job_id), job_id)
 
 
-def _ignore_checkpoint_signals() -> None:
-    """In the launcher (accelerate, torchrun's agent, or the trainer itself before its first line): ignore the
-    checkpoint signals. The trainers install their own handler first thing (train/signals.py); a launcher must not
-    die of them, nor answer SIGTERM by killing its workers in the middle of their save."""
-    from hpc_finetune.train.signals import checkpoint_signals
-
-    for signum in checkpoint_signals():
-        signal.signal(signum, signal.SIG_IGN)
+def _ignoring(signums: tuple[int, ...]):
+    """preexec_fn for the launcher (accelerate, torchrun's agent, or the trainer itself before its first line):
+    ignore the checkpoint signals. The trainers install their own handler first thing (train/signals.py); a launcher
+    must not die of them, nor answer SIGTERM by killing its workers in the middle of their save. (Only signal()
+    calls here: nothing that could take a lock between fork and exec.)"""
+    def preexec() -> None:
+        for signum in signums:
+            signal.signal(signum, signal.SIG_IGN)
+    return preexec
 
 
 # torch elastic's agent (torchrun, and accelerate's multi-process launch, which runs it in-process) would answer
@@ -160,7 +161,8 @@ class NodeProgram:
             # its own session: torch elastic's workers are in sessions of their own anyway, so signals reach the
             # trainers by the pids they registered (see _forward), not by process group
             self._proc = subprocess.Popen(cmd, env={**env, **LAUNCHER_ENV, trainer_signals.DIR_ENV: self._signal_dir},
-                                          preexec_fn=_ignore_checkpoint_signals, start_new_session=True)
+                                          preexec_fn=_ignoring(tuple(trainer_signals.checkpoint_signals())),
+                                          start_new_session=True)
             rc = self._proc.wait()
         finally:
             shutil.rmtree(self._signal_dir, ignore_errors=True)

@@ -126,13 +126,11 @@ def requeue_margin(signal_seconds: int) -> float:
 
 
 def save_deadline(signal_at: float, signal_seconds: int, job_end: Optional[float]) -> float:
-    """Until when the node program waits for the trainers' save before it requeues anyway: the warning promised
-    ``signal_seconds`` from its arrival, and Slurm's EndTime (the time limit, or the end of a preemption's GraceTime)
-    is a hard end; whichever comes first, less the requeue margin. A save still running then is lost, not the job:
-    it resumes from the last complete checkpoint."""
-    end = signal_at + signal_seconds
-    if job_end is not None:
-        end = min(end, job_end)
+    """Until when the node program waits for the trainers' save before it requeues anyway, less the requeue margin:
+    Slurm's EndTime for the job where Slurm said it (the time limit, or the end of a preemption's GraceTime: the
+    moment Slurm kills the job, however early its warning came), else the ``signal_seconds`` the warning promised
+    from its arrival. A save still running then is lost, not the job: it resumes from the last complete checkpoint."""
+    end = job_end if job_end is not None else signal_at + signal_seconds
     return end - requeue_margin(signal_seconds)
 
 
