@@ -106,7 +106,6 @@ class SaveOnSignalCallback(TrainerCallback):
         signals.install()  # idempotent: train() installed it first; this covers a trainer built elsewhere
         self._signals = signals
         self.stopped_for_signal = False
-        self.stopped_at_startup = False
 
     @property
     def received(self) -> bool:
@@ -129,7 +128,7 @@ class SaveOnSignalCallback(TrainerCallback):
             return control
         # The Trainer runs one step before it looks at should_training_stop, so leave the process here: every rank
         # agreed, nothing of this segment is lost, and the node program requeues the job.
-        self.stopped_for_signal = self.stopped_at_startup = True
+        self.stopped_for_signal = True
         name = self._signals.received() or "another rank's signal"
         if state.is_world_process_zero:
             write_atomic(Path(args.output_dir) / "interrupted.json",

@@ -50,8 +50,11 @@ def _handler(signum: int, frame: object) -> None:  # noqa: ARG001
 def install() -> None:
     """Catch the checkpoint signals in this process, register it with the node program, and pick up a request that
     came before the handler. Idempotent."""
-    for signum in checkpoint_signals():
-        signal.signal(signum, _handler)
+    try:
+        for signum in checkpoint_signals():
+            signal.signal(signum, _handler)
+    except ValueError:
+        pass  # not the main thread (train() called from a thread): the stop file still reaches it
     folder = os.environ.get(DIR_ENV)
     if folder:
         try:
