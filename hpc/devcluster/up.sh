@@ -9,6 +9,8 @@
 #   and one slurmd per node, each in its own network namespace on a private bridge (10.213.0.0/24),
 #   with its own hostname (node1, node2) and /etc/hosts. Nodes have no route off the machine.
 # Each node has 4 CPUs, 4000 MB and 4 fake GPUs (gres gpu:tiny:4 backed by character devices).
+# Partitions on the same nodes: debug (default, never preempted), lowprio (preempted by highprio: SIGCONT+SIGTERM,
+# then SIGKILL after GraceTime=30 s and a requeue by Slurm) and highprio.
 set -euo pipefail
 
 NODES=1
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2 ;;
     --state) STATE=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "up.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
