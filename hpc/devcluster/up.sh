@@ -9,6 +9,8 @@
 #   and one slurmd per node, each in its own network namespace on a private bridge (10.213.0.0/24),
 #   with its own hostname (node1, node2) and /etc/hosts. Nodes have no route off the machine.
 # Each node has 4 CPUs, 4000 MB and 4 fake GPUs (gres gpu:tiny:4 backed by character devices).
+# Partitions on the same nodes: debug (default, never preempted), lowprio (preempted by highprio: SIGCONT+SIGTERM,
+# then SIGKILL after GraceTime=30 s and a requeue by Slurm) and highprio.
 set -euo pipefail
 
 NODES=1
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2 ;;
     --state) STATE=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "up.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -137,11 +139,19 @@ AccountingStorageHost=localhost
 AccountingStoragePort=16819
 AccountingStorageTRES=gres/gpu
 JobRequeue=1
+# preemption: a job of a higher PriorityTier partition takes the nodes of a lower one's jobs (see the partitions)
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 CONF
   for i in $(seq "$NODES"); do
     echo "NodeName=node$i NodeAddr=$SUBNET.$((10 + i)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:tiny:4 State=UNKNOWN"
   done
-  echo "PartitionName=debug Nodes=$NODESPEC Default=YES MaxTime=02:00:00 DefaultTime=00:30:00 MaxNodes=$NODES State=UP"
+  common="Nodes=$NODESPEC MaxTime=02:00:00 DefaultTime=00:30:00 MaxNodes=$NODES State=UP"
+  # debug: never preempted. lowprio: preemptable (SIGCONT+SIGTERM, GraceTime s later SIGKILL, then requeued by
+  # Slurm); highprio: preempts lowprio on the same nodes.
+  echo "PartitionName=debug $common Default=YES PriorityTier=1 PreemptMode=OFF"
+  echo "PartitionName=lowprio $common PriorityTier=1 PreemptMode=REQUEUE GraceTime=30"
+  echo "PartitionName=highprio $common PriorityTier=2 PreemptMode=OFF"
 } > "$STATE/etc/slurm.conf"
 
 for g in 0 1 2 3; do mknod "$STATE/dev/gpu$g" c 1 3; done

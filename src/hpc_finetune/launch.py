@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Optional
 
 from hpc_finetune import devices, segments
 from hpc_finetune.envvars import CACHE_VARS
+from hpc_finetune.train import signals as trainer_signals
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -73,10 +76,36 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
     return NodeInfo(node_rank, num_nodes, hostname, main_host, main_addr, port_for_job(job_id), job_id)
 
 
-def _ignore_checkpoint_signal() -> None:
-    """Launchers (accelerate, torchrun's agent) would die on SIGUSR1/2; the trainer installs its own handler."""
-    name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2")
-    signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
+def _ignoring(signums: tuple[int, ...]):
+    """preexec_fn for the launcher (accelerate, torchrun's agent, or the trainer itself before its first line):
+    ignore the checkpoint signals. The trainers install their own handler first thing (train/signals.py); a launcher
+    must not die of them, nor answer SIGTERM by killing its workers in the middle of their save. (Only signal()
+    calls here: nothing that could take a lock between fork and exec.)"""
+    def preexec() -> None:
+        for signum in signums:
+            signal.signal(signum, signal.SIG_IGN)
+    return preexec
+
+
+# torch elastic's agent (torchrun, and accelerate's multi-process launch, which runs it in-process) would answer
+# SIGTERM by SIGTERM-ing its workers and SIGKILL-ing them 30 s later, then exit non-zero: leave SIGTERM (ignored, see
+# above) to the trainers. The agent reads this default through its `--signals-to-handle` option (PET_ prefix).
+LAUNCHER_ENV = {"PET_SIGNALS_TO_HANDLE": "SIGINT,SIGHUP,SIGQUIT"}
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is ``ancestor`` or below it in the process tree (guards against a recycled pid)."""
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return not os.path.isdir("/proc/self")  # no /proc (not Linux): trust the registration
+        if pid <= 1:
+            return False
+    return False
 
 
 @dataclass
@@ -130,16 +159,105 @@ class NodeProgram:
         print(f"hpc-finetune launch: {shlex.join(cmd)}", flush=True)
         started = self._started = time.time()
         self._event("start", info, step=segments.current_step(self._output()))
-        # its own process group, so that the checkpoint signal can be forwarded to every trainer of this node
-        self._proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_checkpoint_signal, start_new_session=True)
-        rc = self._proc.wait()
-        if rc != 0:
-            self._event("trainer exited", info, returncode=rc, step=segments.current_step(self._output()))
-            raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
+        self._begin_signals(info)
+        try:
+            # its own session: torch elastic's workers are in sessions of their own anyway, so signals reach the
+            # trainers by the pids they registered (see _forward), not by process group
+            self._proc = subprocess.Popen(cmd, env={**env, **LAUNCHER_ENV, trainer_signals.DIR_ENV: self._signal_dir},
+                                          preexec_fn=_ignoring(tuple(trainer_signals.checkpoint_signals())),
+                                          start_new_session=True)
+            rc = self._proc.wait()
+        finally:
+            shutil.rmtree(self._signal_dir, ignore_errors=True)
         out = self._output()
+        if rc != 0:
+            self._event("trainer exited", info, returncode=rc, step=segments.current_step(out))
+            raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
         interrupted = (out / "interrupted.json").exists() and not (out / "summary.json").exists()
         self._event("checkpointed" if interrupted else "completed", info, step=segments.current_step(out))
         return {"node_rank": info.node_rank, "returncode": rc, "seconds": round(time.time() - started, 1)}
+
+    # --- checkpoint signals: the profile's warning signal (time limit; preemption where the site sends it) and
+    # SIGTERM (Slurm's preemption with a GraceTime; also scancel, the time limit's kill, a node's shutdown)
+
+    def _begin_signals(self, info: NodeInfo) -> None:
+        """Catch the checkpoint signals in this node program, on every node, before the launcher starts; submitit's
+        own handlers (node 0: checkpoint() and requeue on the warning signal; SIGTERM: only logged) are chained."""
+        self._signal_dir = tempfile.mkdtemp(prefix=f"hpcft-signals-{info.job_id}-{info.node_rank}-")
+        self._signalled: Optional[tuple[int, float]] = None
+        self._handling = False
+        self._submitit_handlers = {}
+        for signum in trainer_signals.checkpoint_signals():
+            self._submitit_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._signalled is None:
+            self._signalled = (signum, time.time())
+            try:
+                trainer_signals.request_stop(self._signal_dir, signal.Signals(signum).name)
+            except OSError:
+                pass
+        self._forward(signum)
+        if self._handling:
+            return  # a second signal while the first is handled (SIGCONT+SIGTERM at the end of a grace time)
+        self._handling = True
+        warning = trainer_signals.checkpoint_signals()[0]
+        if signum == warning:
+            chained = self._submitit_handlers.get(warning)
+            if callable(chained):
+                chained(signum, frame)  # node 0: checkpoint() below, then requeue (or stop) and exit
+            return
+        self._on_sigterm(signum, frame)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        """SIGTERM: the trainers save in any case (they got it too). Node 0 tells a preemption, which requeues the job
+        like the warning signal does (once: see segments.after_failure), from a SIGTERM that must not requeue."""
+        info = self._info
+        if info.node_rank != 0 or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            if info.node_rank == 0:
+                self._event("terminated", info, reason="SIGTERM outside Slurm: saving, not requeued",
+                            step=segments.current_step(self._output()))
+            return
+        job = segments.slurm_job(info.job_id)
+        cause = segments.term_cause(job)
+        if cause == "preempted":
+            self._job = job
+            chained = self._submitit_handlers.get(trainer_signals.checkpoint_signals()[0])
+            if callable(chained):
+                chained(signum, frame)  # submitit: checkpoint() below, dump, `scontrol requeue`, exit
+            return
+        why = {"ended": f"the job is {job.get('JobState', '?')} (scancel, the time limit, or a requeue by hand)",
+               "not Slurm": "not from Slurm (the job runs and nothing preempts it: a shutdown or a kill by hand)",
+               "unknown": "Slurm did not answer"}[cause]
+        self._event("terminated", info, reason=f"SIGTERM: {why}; saving if there is time, not requeued",
+                    step=segments.current_step(self._output()))
+
+    def _forward(self, signum: int) -> None:
+        """Signal every trainer of this node that registered under this node program (not the launcher, which ignores
+        it, nor helper processes such as data loader workers or wandb's service, which must not die of it)."""
+        proc = getattr(self, "_proc", None)
+        if proc is None:
+            return
+        for pid in trainer_signals.registered_trainers(self._signal_dir):
+            if _is_descendant(pid, proc.pid):
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def _wait_for_trainers(self, proc: subprocess.Popen, deadline: float) -> bool:
+        """Reap the launcher if it exits before ``deadline``. Not proc.wait(): the interrupted main thread holds
+        Popen's wait lock."""
+        while time.time() < deadline:
+            try:
+                pid, _status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid:
+                return True
+            time.sleep(0.2)
+        return False
 
     def _output(self) -> Path:
         return Path(self.output_dir or Path(self.run_dir) / "output")
@@ -150,35 +268,41 @@ class NodeProgram:
             segments.log_event(self.run_dir, event, **extra)
 
     def checkpoint(self, *args: object, **kwargs: object) -> object:
-        """Called by submitit on the checkpoint signal (time limit or preemption) in node 0's task.
+        """Called by submitit in node 0's task on the warning signal, and by _on_sigterm on a preemption's SIGTERM.
 
-        Forwards the signal to this node's trainers, waits until they saved a complete checkpoint and exited, and
-        hands submitit the same program to requeue: the next segment resumes from that checkpoint.
+        The trainers of every node already have the signal (_on_signal forwarded it on each node; the ranks agree at
+        each step). Waits until they saved and exited, but only as long as the time left allows (segments.
+        save_deadline), then hands submitit the same program to requeue, saved or not: the next segment resumes
+        from the newest complete checkpoint.
         """
         import submitit
 
         proc = getattr(self, "_proc", None)
-        name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2")
         info = getattr(self, "_info", None) or node_info()
-        elapsed = time.time() - getattr(self, "_started", time.time())
-        reason = segments.signal_reason(elapsed, self.time_seconds, self.signal_seconds) if self.time_seconds \
-            else "signal"
+        signalled = getattr(self, "_signalled", None)
+        if signalled is None:  # submitit called us without our handler (a signal before __call__ installed it)
+            signalled = (trainer_signals.checkpoint_signals()[0], time.time())
+        signum, signal_at = signalled
+        slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        job = getattr(self, "_job", None) or (segments.slurm_job(info.job_id) if slurm else {})
+        if signum == signal.SIGTERM:
+            reason = "preempted (SIGTERM)"
+        elif segments.term_cause(job) == "preempted":
+            reason = "preempted"
+        elif self.time_seconds:
+            elapsed = signal_at - getattr(self, "_started", signal_at)
+            reason = segments.signal_reason(elapsed, self.time_seconds, self.signal_seconds)
+        else:
+            reason = "signal"
+        saved = True
         if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, getattr(signal, f"SIG{name}"))
-            except ProcessLookupError:
-                pass
-            # Not proc.wait(): the interrupted main thread holds Popen's wait lock. Reap the child directly.
-            deadline = time.time() + float(os.environ.get("HPCFT_SAVE_TIMEOUT", "600"))
-            while time.time() < deadline:
-                try:
-                    pid, _status = os.waitpid(proc.pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid:
-                    break
-                time.sleep(0.2)
+            if getattr(self, "_signalled", None) is None:
+                self._forward(signum)
+            deadline = segments.save_deadline(signal_at, self.signal_seconds, segments.slurm_time(job.get("EndTime")))
+            saved = self._wait_for_trainers(proc, deadline)
         step = segments.current_step(self._output())
+        if not saved:
+            reason += "; the save did not finish in the time left, resuming from the last complete checkpoint"
         stop = segments.requeue_allowed(segments.read_events(self.run_dir), info.job_id, self.max_requeues)
         if stop:
             self._event("stopped", info, reason=f"{reason}; {stop}", step=step)
@@ -187,4 +311,4 @@ class NodeProgram:
         return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_info", "_started")}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

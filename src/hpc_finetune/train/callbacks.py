@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -102,19 +101,25 @@ class ProgressCallback(TrainerCallback):
 
 
 class SaveOnSignalCallback(TrainerCallback):
-    """On the checkpoint signal: finish the current optimizer step, save a checkpoint, stop.
+    """On a checkpoint signal (see train/signals.py: the profile's warning signal or SIGTERM), at the next safe point:
 
-    Every rank may see the signal at a different step, so the ranks agree with one tiny all-reduce per step.
+    - at the start of training, before this segment's first step (the signal came during start-up): stop at once,
+      without a checkpoint: nothing was trained since the last one, and a save could outlast the time left;
+    - at the end of an optimizer step: save a checkpoint, stop.
+
+    Every rank may see the signal at a different moment, so the ranks agree with one tiny all-reduce at each point.
     """
 
-    def __init__(self, signame: str) -> None:
-        self.received = False
-        self.stopped_for_signal = False
-        self.signum = getattr(signal, f"SIG{signame}")
-        signal.signal(self.signum, self._handler)
+    def __init__(self, signame: str = "") -> None:  # noqa: ARG002 - the signals come from train/signals.py
+        from hpc_finetune.train import signals
 
-    def _handler(self, signum, frame):  # noqa: ARG002
-        self.received = True
+        signals.install()  # idempotent: train() installed it first; this covers a trainer built elsewhere
+        self._signals = signals
+        self.stopped_for_signal = False
+
+    @property
+    def received(self) -> bool:
+        return self._signals.received() is not None
 
     def _agreed(self) -> bool:
         import torch
@@ -128,11 +133,30 @@ class SaveOnSignalCallback(TrainerCallback):
             return bool(flag.item())
         return self.received
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self._agreed():
+            return control
+        # The Trainer runs one step before it looks at should_training_stop, so leave the process here: every rank
+        # agreed, nothing of this segment is lost, and the node program requeues the job.
+        self.stopped_for_signal = True
+        name = self._signals.received() or "another rank's signal"
+        if state.is_world_process_zero:
+            write_atomic(Path(args.output_dir) / "interrupted.json",
+                         json.dumps({"step": state.global_step, "signal": name, "during": "start-up",
+                                     "time": time.time()}, indent=1) + "\n")
+        print(f"hpc-finetune train: rank {args.process_index}: {name} during start-up, before step "
+              f"{state.global_step + 1}: no checkpoint needed (nothing trained since the last one); exiting for "
+              "requeue", flush=True)
+        raise SystemExit(0)
+
     def on_step_end(self, args, state, control, **kwargs):
         if self._agreed():
             self.stopped_for_signal = True
             control.should_save = True
             control.should_training_stop = True
+            name = self._signals.received() or "another rank's signal"
+            print(f"hpc-finetune train: rank {args.process_index}: {name}, stopping after step {state.global_step}",
+                  flush=True)
         return control
 
 

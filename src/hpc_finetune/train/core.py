@@ -195,6 +195,8 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
 
 def train(cfg: RunConfig) -> dict:
     """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
+    from hpc_finetune.train import signals
+    signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (train/signals.py)
     from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback, load_user_callbacks
 
     started = time.time()
