@@ -3,6 +3,7 @@ bytes per parameter against what the training core really loads and trains."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -69,6 +70,10 @@ def test_smallest_fix_names_a_change_that_fits():
     # fp32 master weights (the default): 108 GB of model states fit no batch; DeepSpeed's offloaded optimizer does
     default = PlanInputs(shape=shape, method="full", micro_batch=1, gpu_memory_gb=80)
     assert smallest_fix(default) == "launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true"
+    # no single change is enough for a large micro-batch without checkpointing: the state change plus checkpointing
+    wide = dataclasses.replace(default, micro_batch=16, gradient_checkpointing=False)
+    assert smallest_fix(wide) == ("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true, and turn on "
+                                  "training.gradient_checkpointing")
     # 67B parameters: offloading would need ~940 GB of host memory per node, the job has 256 GB; QLoRA fits
     big = PlanInputs(shape=ModelShape.from_config({**LLAMA_7B, "num_hidden_layers": 320}), method="full",
                      micro_batch=1, gpu_memory_gb=80, host_memory_gb=256)

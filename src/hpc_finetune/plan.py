@@ -434,38 +434,52 @@ def estimate(i: PlanInputs) -> Plan:
 
 
 def smallest_fix(i: PlanInputs) -> Optional[str]:
-    """The first change, in order of how little it costs, that makes the run fit; None if it fits or nothing does."""
+    """The first change, in order of how little it costs, that makes the run fit; None if it fits or nothing does.
+
+    Changes to the activations (checkpointing, a smaller micro-batch with the same global batch) come first, then
+    changes to the model states (ZeRO-3, offload, QLoRA, more GPUs), each alone and then together with the
+    activation changes."""
     if not i.gpu_memory_gb or estimate(i).fits():
         return None
-    tries: list[tuple[str, PlanInputs]] = []
+    replace = dataclasses.replace
+
+    def halvings(start: PlanInputs, note: str) -> list[tuple[str, PlanInputs]]:
+        out, b = [], i.micro_batch
+        while b > 1:
+            b //= 2
+            factor = i.micro_batch // b
+            out.append((f"training.per_device_train_batch_size: {b} with gradient_accumulation_steps: "
+                        f"{i.grad_accum * factor} (same global batch){note}",
+                        replace(start, micro_batch=b, grad_accum=i.grad_accum * factor)))
+        return out
+
+    lighter = halvings(i, "")  # activation changes, cheapest first
     if not i.gradient_checkpointing:
-        tries.append(("turn on training.gradient_checkpointing", dataclasses.replace(i, gradient_checkpointing=True)))
-    b = i.micro_batch
-    while b > 1:
-        b //= 2
-        factor = i.micro_batch // b
-        tries.append((f"training.per_device_train_batch_size: {b} with gradient_accumulation_steps: "
-                      f"{i.grad_accum * factor} (same global batch)",
-                      dataclasses.replace(i, micro_batch=b, grad_accum=i.grad_accum * factor)))
-    if i.world > 1 and not (i.strategy == "deepspeed" and i.zero_stage == 3):
-        tries.append(("launch.strategy: deepspeed with zero_stage: 3",
-                      dataclasses.replace(i, strategy="deepspeed", zero_stage=3)))
-    tries.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true",
-                  dataclasses.replace(i, strategy="deepspeed", zero_stage=3, offload_optimizer=True)))
-    tries.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer and offload_params: true",
-                  dataclasses.replace(i, strategy="deepspeed", zero_stage=3, offload_optimizer=True,
-                                      offload_params=True)))
-    if i.method in ("full", "lora", "lora-8bit"):
-        tries.append(("method: qlora (4-bit base weights)", dataclasses.replace(i, method="qlora")))
-    for name, variant in tries:
+        checkpointed = replace(i, gradient_checkpointing=True)
+        lighter = ([("turn on training.gradient_checkpointing", checkpointed)] + lighter
+                   + halvings(checkpointed, " and training.gradient_checkpointing"))
+    for name, variant in lighter:
         if estimate(variant).fits():
             return name
+    heavier: list[tuple[str, dict]] = []  # model-state changes
+    if i.world > 1 and not (i.strategy == "deepspeed" and i.zero_stage == 3):
+        heavier.append(("launch.strategy: deepspeed with zero_stage: 3", dict(strategy="deepspeed", zero_stage=3)))
+    heavier.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true",
+                    dict(strategy="deepspeed", zero_stage=3, offload_optimizer=True)))
+    heavier.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer and offload_params: true",
+                    dict(strategy="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True)))
+    if i.method in ("full", "lora", "lora-8bit"):
+        heavier.append(("method: qlora (4-bit base weights)", dict(method="qlora")))
     for gpus in (2, 4, 8, 16, 32, 64, 128, 256):
         per_node = min(gpus, max(i.gpus_per_node, 8))
-        variant = dataclasses.replace(i, nodes=max(1, gpus // per_node), gpus_per_node=per_node,
-                                      strategy="deepspeed", zero_stage=3)
-        if gpus > i.world and estimate(variant).fits():
-            return f"{gpus} GPUs with DeepSpeed ZeRO-3 (--nodes {variant.nodes} --gpus {per_node})"
+        if gpus > i.world:
+            nodes = max(1, gpus // per_node)
+            heavier.append((f"{gpus} GPUs with DeepSpeed ZeRO-3 (--nodes {nodes} --gpus {per_node})",
+                            dict(nodes=nodes, gpus_per_node=per_node, strategy="deepspeed", zero_stage=3)))
+    for name, change in heavier:
+        for extra, start in [("", i)] + [(f", and {text}", v) for text, v in lighter]:
+            if estimate(replace(start, **change)).fits():
+                return name + extra
     return None
 
 
