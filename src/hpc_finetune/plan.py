@@ -253,7 +253,7 @@ class Held:
     compute: float  # matmul outputs (autocast's dtype, or the weights' without autocast)
     adapter: float  # LoRA adapter inputs/outputs as the adapter matmul sees them
     adapter_cast: bool  # each adapter saves its own cast copy of its input
-    notes: dict[str, str]
+    note: str  # how the weights are held, for the table
 
 
 def held_bytes(i: PlanInputs) -> Held:
@@ -262,13 +262,12 @@ def held_bytes(i: PlanInputs) -> Held:
     ds, fsdp = i.strategy == "deepspeed", i.strategy == "fsdp"
     quantized = i.method in ("qlora", "lora-8bit")
     packed = quant_bytes_per_param(i)
-    notes = {}
     if ds and sixteen:
         # DeepSpeed's engine casts the module to bf16/fp16 and keeps fp32 master weights in its optimizer
         base = 2.0
         linear = packed if quantized else base
         trainable = 2.0
-        notes["weights"] = "16-bit (DeepSpeed casts; fp32 master in the optimizer)"
+        note = "16-bit (DeepSpeed casts; fp32 master in the optimizer)"
         layer_other, root = base, base
     elif fsdp and sixteen:
         # accelerate upcasts each flat parameter holding a trainable parameter to fp32: all of them for full
@@ -276,15 +275,15 @@ def held_bytes(i: PlanInputs) -> Held:
         linear = 4.0 * packed / DTYPE_BYTES.get(i.load_dtype, 2.0) if quantized else 4.0
         layer_other, trainable = 4.0, 4.0
         root = 4.0 if i.method == "full" else load
-        notes["weights"] = "fp32 flat parameters (accelerate upcasts trainable units under mixed precision)"
+        note = "fp32 flat parameters (accelerate upcasts trainable units under mixed precision)"
     else:
         linear = packed if quantized else load
         layer_other, root = load, load
         # full: the loaded dtype; LoRA: PEFT's fp32 adapters; quantized: TRL casts the adapters to bf16
         trainable = load if i.method == "full" else (2.0 if quantized else 4.0)
-        notes["weights"] = f"{i.load_dtype} ({load:g} B/param)"
+        note = f"{i.load_dtype} ({load:g} B/param)"
     if quantized:
-        notes["weights"] = (f"{'4-bit' if i.method == 'qlora' else '8-bit'}{' nested' if i.nested_quant else ''} "
+        note = (f"{'4-bit' if i.method == 'qlora' else '8-bit'}{' nested' if i.nested_quant else ''} "
                             f"linears, the rest {'fp32' if root == 4 else '16-bit'}")
     gather = 2.0 if sixteen and (ds or fsdp) else load
     gather_linear = packed if quantized else gather
@@ -298,7 +297,7 @@ def held_bytes(i: PlanInputs) -> Held:
     return Held(linear=linear, layer_other=layer_other, root=root,
                 trainable=trainable, gather=gather, gather_linear=gather_linear, residual=residual,
                 compute=compute, adapter=2.0 if autocast else adapter_weight, adapter_cast=adapter_cast,
-                notes=notes)
+                note=note)
 
 
 def weight_bytes_total(i: PlanInputs, held: Optional[Held] = None) -> tuple[float, float]:
@@ -366,6 +365,14 @@ def activation_bytes(i: PlanInputs, held: Optional[Held] = None) -> tuple[float,
             per_token += inputs * (hb.adapter + 1)  # the dropped copy of each adapter input and its mask
         elif hb.adapter_cast:
             per_token += inputs * hb.adapter  # each adapter's input cast to the adapter's dtype
+        # With frozen base weights and norms, only lora_A keeps the two norm outputs and the input of down_proj
+        # for backward (the attention output SDPA keeps itself): none of them without an adapter reading it, and
+        # only the adapters' own copies when they read a cast or dropped copy.
+        copies = i.lora_dropout > 0 or hb.adapter_cast
+        for readers, size in (({"q_proj", "k_proj", "v_proj"}, h * res), ({"gate_proj", "up_proj"}, h * res),
+                              ({"down_proj"}, inter * act)):
+            if copies or not readers & set(names):
+                per_token -= size
     per_layer = n * b * per_token
     if i.attention == "eager":
         per_layer += b * s.heads * n * n * act * 2  # scores and softmax, kept for backward
@@ -400,7 +407,7 @@ def estimate(i: PlanInputs) -> Plan:
                                   "optimizer": plan.trainable * optim_b / s.params}
     plan.state_bytes_per_param["total"] = sum(plan.state_bytes_per_param.values())
     shard = f" / {world} GPUs" if world > 1 else ""
-    w_note = held.notes["weights"] + (shard if stage >= 3 else "")
+    w_note = held.note + (shard if stage >= 3 else "")
     gpu_weights, gpu_optim, gpu_grads = states["weights"] + replicated, states["optimizer"], states["gradients"]
     host = 0.0
     procs = max(i.gpus_per_node, 1)
