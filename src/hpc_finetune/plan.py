@@ -6,9 +6,31 @@ variance; ZeRO stage 1 shards the optimizer states, stage 2 also the gradients, 
 the weights. Unlike DeepSpeed's own estimators (deepspeed #5304), frozen parameters (LoRA, QLoRA) count as
 weights only: they have no gradient and no optimizer state.
 
+The bytes per parameter are those the training core really holds (read against the installed libraries):
+
+- the loaded dtype is ``RunConfig.load_dtype``, the rule ``train/model.py`` loads with (full fine-tuning: fp32
+  weights, so torch AdamW under autocast holds 4 + 4 + 8 = 16 B per parameter);
+- DeepSpeed with bf16/fp16 casts the module to 16 bit and keeps fp32 master weights and Adam states (K = 12);
+- FSDP with mixed precision: accelerate upcasts every flat parameter that holds a trainable parameter to fp32
+  (accelerate/accelerator.py, "Upcasted low precision parameters"), so sharded parameters, gradients and Adam states
+  are fp32, and MixedPrecision gathers them in 16 bit;
+- PEFT keeps LoRA adapters in fp32 (``autocast_adapter_dtype``), but TRL's SFTTrainer casts the adapters of a
+  quantized (4-bit or 8-bit) model to bf16 (trl/trainer/sft_trainer.py, "When using QLoRA"): 2 B, bf16 gradients
+  and bf16 AdamW states;
+- ZeRO-3 and FSDP gather parameters at run time: FSDP keeps the root unit (embeddings, final norm, head)
+  gathered from its forward to its backward and a decoder layer plus the prefetched one; DeepSpeed keeps up to
+  ``stage3_max_live_parameters`` gathered. That working set is counted always, offload or not;
+- only DeepSpeed reads ``offload_optimizer``; FSDP's ``offload_params`` is torch's CPUOffload (parameters and
+  gradients on the CPU, so the optimizer steps there too); DDP has no offload but keeps a gradient-sized copy in
+  its all-reduce buckets (torch DDP ``gradient_as_bucket_view=False``, accelerate's default).
+
 Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation"), counted tensor by tensor for a
-Llama-style block (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP), plus the logits and the fp32 loss.
-Login-light: imports nothing beyond the standard library.
+Llama-style block (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP), plus the logits and the fp32 loss,
+in the dtypes autocast produces: the residual stream in the embeddings' dtype (fp32 for full fine-tuning under
+autocast, which then saves a 16-bit copy of each projection's input), matmul outputs in the compute dtype.
+Gradients and activations are summed as if they coexisted; in backward the activations are freed as the gradients
+appear, which also covers autocast's 16-bit weight copies (2 B/param, freed layer by layer): the sum is an upper
+bound. Login-light: imports nothing beyond the standard library and the run-config module.
 """
 
 from __future__ import annotations
@@ -24,6 +46,8 @@ from hpc_finetune.errors import UserError
 GB = 1e9  # decimal gigabytes, as the ZeRO paper and GPU data sheets use
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuBLAS/NCCL workspaces: not in the model, always on the GPU
+DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "uint8": 1.0}
+ZERO3_MAX_LIVE_PARAMETERS = 1e9  # stage3_max_live_parameters in templates/launch/deepspeed.json.j2 (a test checks)
 
 
 @dataclass
@@ -96,7 +120,8 @@ class PlanInputs:
     lora_r: int = 8
     lora_targets: object = "all-linear"
     lora_dropout: float = 0.0
-    weight_bytes: float = 2.0  # loaded dtype of the (non-quantized) weights
+    model_dtype: str = "auto"  # model.dtype; the loaded dtype follows RunConfig.load_dtype
+    quant_storage: str = "auto"  # quantization.quant_storage_dtype
     nested_quant: bool = False
     precision: str = "bf16"
     optim: str = "adamw_torch"
@@ -107,7 +132,7 @@ class PlanInputs:
     attention: str = "sdpa"
     strategy: str = "ddp"  # ddp | deepspeed | fsdp
     zero_stage: int = 3
-    offload_optimizer: bool = False
+    offload_optimizer: bool = False  # DeepSpeed only (the FSDP and DDP launch configs have no such setting)
     offload_params: bool = False
     nodes: int = 1
     gpus_per_node: int = 1
@@ -119,6 +144,17 @@ class PlanInputs:
     def world(self) -> int:
         return max(1, self.nodes * max(self.gpus_per_node, 1))
 
+    @property
+    def load_dtype(self) -> str:
+        """The dtype the training core loads the (non-quantized) weights in: RunConfig's own rule, not a copy."""
+        from hpc_finetune.runconfig import LaunchConfig, ModelConfig, QuantSettings, RunConfig, TrainingConfig
+
+        cfg = RunConfig(name="plan", model=ModelConfig(path="plan", dtype=self.model_dtype), method=self.method,
+                        quantization=QuantSettings(quant_storage_dtype=self.quant_storage),
+                        training=TrainingConfig(precision=self.precision),
+                        launch=LaunchConfig(strategy=self.strategy, zero_stage=self.zero_stage))
+        return cfg.load_dtype
+
 
 @dataclass
 class Plan:
@@ -127,6 +163,7 @@ class Plan:
     host_bytes_per_node: float = 0.0
     params: int = 0
     trainable: int = 0
+    state_bytes_per_param: dict[str, float] = field(default_factory=dict)  # before sharding or offload
 
     @property
     def total(self) -> float:
@@ -143,6 +180,7 @@ class Plan:
         i = self.inputs
         return {"method": i.method, "strategy": self.strategy_text(), "world_size": i.world,
                 "params": self.params, "trainable_params": self.trainable,
+                "model_state_bytes_per_param": {k: round(v, 3) for k, v in self.state_bytes_per_param.items()},
                 "per_gpu_gb": {name: round(b / GB, 3) for name, b, _ in self.rows},
                 "total_per_gpu_gb": round(self.total / GB, 3), "gpu_memory_gb": i.gpu_memory_gb or None,
                 "fits": self.fits(), "host_gb_per_node": round(self.host_bytes_per_node / GB, 3)}
@@ -150,7 +188,8 @@ class Plan:
     def strategy_text(self) -> str:
         i = self.inputs
         if i.strategy == "deepspeed":
-            off = [n for n, on in (("optimizer", i.offload_optimizer), ("params", i.offload_params)) if on]
+            off = [n for n, on in (("optimizer", i.offload_optimizer), ("params", i.offload_params and
+                                                                         i.zero_stage == 3)) if on]
             return f"DeepSpeed ZeRO-{i.zero_stage}" + (f", offload {' + '.join(off)}" if off else "")
         if i.strategy == "fsdp":
             return "FSDP full shard" + (", CPU offload" if i.offload_params else "")
@@ -173,21 +212,100 @@ def trainable_params(i: PlanInputs) -> int:
     s = i.shape
     if i.method == "full":
         return s.params
-    names = LINEAR_NAMES if i.lora_targets == "all-linear" else [n.split(".")[-1] for n in i.lora_targets]
+    names = _targets(i)
     return s.layers * sum(i.lora_r * (a + b) for n, (a, b) in s.linears().items() if n in names)
 
 
-def weight_bytes_total(i: PlanInputs) -> float:
-    """Bytes of all model weights as loaded (quantized linears for QLoRA / 8-bit; the rest in the load dtype)."""
-    s = i.shape
-    rest = (s.embedding_params + s.other_params) * i.weight_bytes
-    if i.method == "qlora":
-        # 4 bits per weight + one absmax per 64-weight block: fp32, or 8-bit with an fp32 per 256 blocks (nested)
-        per = 0.5 + (1 / 64 + 4 / (64 * 256) if i.nested_quant else 4 / 64)
-        return s.linear_params * per + rest
+def _targets(i: PlanInputs) -> tuple[str, ...]:
+    return LINEAR_NAMES if i.lora_targets == "all-linear" else tuple(n.split(".")[-1] for n in i.lora_targets)
+
+
+def quant_bytes_per_param(i: PlanInputs) -> float:
+    """Bytes per weight of a quantized linear layer: 4 bits packed (in any storage dtype: the same bytes), or int8."""
+    return {"qlora": 0.5, "lora-8bit": 1.0}.get(i.method, 0.0)
+
+
+def quant_constant_bytes(i: PlanInputs, in_features: int, out_features: int) -> float:
+    """Quantization constants of one quantized weight (bitsandbytes QuantState / SCB): no parameters, so FSDP and
+    ZeRO-3 never shard them. 4-bit: an fp32 absmax per 64-weight block and the 16-value code; nested: 8-bit absmax
+    with an fp32 absmax per 256 blocks, its 256-value code and offset. 8-bit: an fp32 scale per output row."""
     if i.method == "lora-8bit":
-        return s.linear_params * 1.0 + rest
-    return s.linear_params * i.weight_bytes + rest
+        return out_features * 4.0
+    if i.method != "qlora":
+        return 0.0
+    blocks = -(-in_features * out_features // 64)
+    if i.nested_quant:
+        return blocks + 4 * -(-blocks // 256) + 256 * 4 + 4 + 16 * 4
+    return 4 * blocks + 16 * 4
+
+
+@dataclass
+class Held:
+    """Bytes per parameter as the training processes hold them (what the runtime does with the loaded model)."""
+
+    linear: float  # each non-quantized or quantized (packed) base linear weight, sharded under stage 3
+    layer_other: float  # decoder-layer norms
+    root: float  # embeddings, head, final norm
+    trainable: float  # a trainable parameter (its gradient has the same dtype)
+    gather: float  # a 16-bit (or fp32) parameter as ZeRO-3/FSDP gather it
+    gather_linear: float  # a base linear weight as gathered (packed 4-bit stays packed)
+    residual: float  # activations of the residual stream (the embeddings' dtype)
+    compute: float  # matmul outputs (autocast's dtype, or the weights' without autocast)
+    adapter: float  # LoRA adapter inputs/outputs as the adapter matmul sees them
+    adapter_cast: bool  # each adapter saves its own cast copy of its input
+    note: str  # how the weights are held, for the table
+
+
+def held_bytes(i: PlanInputs) -> Held:
+    load = DTYPE_BYTES[i.load_dtype]
+    sixteen = i.precision in ("bf16", "fp16")
+    ds, fsdp = i.strategy == "deepspeed", i.strategy == "fsdp"
+    quantized = i.method in ("qlora", "lora-8bit")
+    packed = quant_bytes_per_param(i)
+    if ds and sixteen:
+        # DeepSpeed's engine casts the module to bf16/fp16 and keeps fp32 master weights in its optimizer
+        base = 2.0
+        linear = packed if quantized else base
+        trainable = 2.0
+        note = "16-bit (DeepSpeed casts; fp32 master in the optimizer)"
+        layer_other, root = base, base
+    elif fsdp and sixteen:
+        # accelerate upcasts each flat parameter holding a trainable parameter to fp32: all of them for full
+        # fine-tuning; the decoder layers (adapters + frozen base + norms) for LoRA; the root unit stays as loaded
+        linear = 4.0 * packed / DTYPE_BYTES.get(i.load_dtype, 2.0) if quantized else 4.0
+        layer_other, trainable = 4.0, 4.0
+        root = 4.0 if i.method == "full" else load
+        note = "fp32 flat parameters (accelerate upcasts trainable units under mixed precision)"
+    else:
+        linear = packed if quantized else load
+        layer_other, root = load, load
+        # full: the loaded dtype; LoRA: PEFT's fp32 adapters; quantized: TRL casts the adapters to bf16
+        trainable = load if i.method == "full" else (2.0 if quantized else 4.0)
+        note = f"{i.load_dtype} ({load:g} B/param)"
+    if quantized:
+        note = (f"{'4-bit' if i.method == 'qlora' else '8-bit'}{' nested' if i.nested_quant else ''} "
+                            f"linears, the rest {'fp32' if root == 4 else '16-bit'}")
+    gather = 2.0 if sixteen and (ds or fsdp) else load
+    gather_linear = packed if quantized else gather
+    compute = 2.0 if sixteen else load  # DeepSpeed runs its 16-bit module; the others autocast
+    residual = gather if (ds or fsdp) else load
+    autocast = sixteen and not ds
+    adapter_weight = gather if fsdp else trainable  # FSDP computes with the gathered 16-bit views
+    # PEFT casts a LoRA layer's input to the adapter's dtype and autocast casts it to 16 bit: either makes a
+    # copy that lora_A saves for backward, unless the input already is that dtype
+    adapter_cast = (residual != 2.0 or adapter_weight != residual) if autocast else adapter_weight != residual
+    return Held(linear=linear, layer_other=layer_other, root=root,
+                trainable=trainable, gather=gather, gather_linear=gather_linear, residual=residual,
+                compute=compute, adapter=2.0 if autocast else adapter_weight, adapter_cast=adapter_cast,
+                note=note)
+
+
+def weight_bytes_total(i: PlanInputs, held: Optional[Held] = None) -> tuple[float, float]:
+    """(shardable, replicated) bytes of all model weights as held, adapters excluded."""
+    s, h = i.shape, held or held_bytes(i)
+    shardable = (s.linear_params * h.linear + s.layers * 2 * s.hidden * h.layer_other
+                 + (s.embedding_params + s.hidden) * h.root)
+    return shardable, s.layers * sum(quant_constant_bytes(i, a, b) for a, b in s.linears().values())
 
 
 def optimizer_bytes_per_param(i: PlanInputs, param_bytes: float, deepspeed: bool) -> float:
@@ -198,87 +316,123 @@ def optimizer_bytes_per_param(i: PlanInputs, param_bytes: float, deepspeed: bool
         states = 0.0
     elif "adafactor" in name:
         states = 0.1  # factored second moment: rows + columns, no first moment
-    elif deepspeed:
-        states = 8.0  # DeepSpeed keeps Adam's two states in fp32
+    elif deepspeed or "32bit" in name:
+        states = 8.0  # DeepSpeed and bitsandbytes' 32-bit optimizers keep the two states in fp32
     else:
         states = 2 * param_bytes  # torch's Adam keeps its two states in the parameter's dtype
     master = 4.0 if deepspeed and param_bytes < 4 else 0.0  # fp32 master copy of 16-bit trainable weights
     return states + master
 
 
-def activation_bytes(i: PlanInputs) -> tuple[float, str]:
-    """Saved activations of one micro-batch, plus the logits and loss. Returns (bytes, how)."""
+def gathered_bytes(i: PlanInputs, held: Held) -> tuple[float, str]:
+    """Parameters that ZeRO-3 / FSDP hold gathered (whole, in the gather dtype) while they compute."""
     s = i.shape
+    layer = (sum(a * b for a, b in s.linears().values()) * held.gather_linear + 2 * s.hidden * held.gather
+             + (trainable_params(i) / s.layers * held.gather if i.method != "full" else 0.0))
+    root = (s.embedding_params + s.hidden) * held.gather
+    if i.strategy == "fsdp":
+        # FSDP keeps the root unit gathered from its forward to its backward (torch _post_forward_reshard: "Do not
+        # free the root's parameters"), one decoder layer computing and the next prefetched (BACKWARD_PRE)
+        return root + 2 * layer, "FSDP: root unit (embeddings, head) + 2 decoder layers"
+    total = s.linear_params * held.gather_linear + (s.params - s.linear_params) * held.gather
+    cap = ZERO3_MAX_LIVE_PARAMETERS * held.gather  # stage3_max_live_parameters elements of the gather dtype
+    return min(total, cap), f"ZeRO-3: up to stage3_max_live_parameters ({ZERO3_MAX_LIVE_PARAMETERS:.0e})"
+
+
+def activation_bytes(i: PlanInputs, held: Optional[Held] = None) -> tuple[float, str]:
+    """Saved activations of one micro-batch, plus the logits and loss. Returns (bytes, how)."""
+    s, hb = i.shape, held or held_bytes(i)
     b, n = i.micro_batch, i.seq_len
-    act = 4.0 if i.precision == "fp32" else 2.0
+    res, act = hb.residual, hb.compute
     h, inter, kv = s.hidden, s.intermediate, s.kv_heads * s.head_dim
     q = s.heads * s.head_dim
     per_token = (
-        3 * h  # block input (attention RMSNorm input, residual), its fp32-upcast norm statistics, norm output
-        + q + 2 * kv  # q, k, v projections
-        + q + kv  # q and k after rotary embedding
-        + q  # attention output (input of o_proj)
-        + 2 * h  # MLP RMSNorm input and output
-        + 4 * inter  # gate, up, SiLU(gate), SiLU(gate) * up
+        3 * h * res  # block input (attention RMSNorm input, residual), its fp32-upcast norm statistics, norm output
+        + 2 * h * res  # MLP RMSNorm input and output
+        + (q + 2 * kv  # q, k, v projections
+           + q + kv  # q and k after rotary embedding
+           + q  # attention output (input of o_proj)
+           + 4 * inter) * act  # gate, up, SiLU(gate), SiLU(gate) * up
     )
+    if res > act:
+        per_token += 5 * h * act  # autocast saves its 16-bit copy of the input of q, k, v, gate and up
     if i.method != "full":
         lin = s.linears()
-        names = LINEAR_NAMES if i.lora_targets == "all-linear" else [x.split(".")[-1] for x in i.lora_targets]
-        per_token += sum(i.lora_r for nm in lin if nm in names)  # A @ x of each adapter
+        names = _targets(i)
+        per_token += sum(i.lora_r for nm in lin if nm in names) * hb.adapter  # A @ x of each adapter
+        inputs = sum(lin[nm][0] for nm in lin if nm in names)
         if i.lora_dropout > 0:
-            per_token += sum(lin[nm][0] for nm in lin if nm in names)  # the dropped copy of each adapter input
-    per_layer = n * b * per_token * act
+            per_token += inputs * (hb.adapter + 1)  # the dropped copy of each adapter input and its mask
+        elif hb.adapter_cast:
+            per_token += inputs * hb.adapter  # each adapter's input cast to the adapter's dtype
+        # With frozen base weights and norms, only lora_A keeps the two norm outputs and the input of down_proj
+        # for backward (the attention output SDPA keeps itself): none of them without an adapter reading it, and
+        # only the adapters' own copies when they read a cast or dropped copy.
+        copies = i.lora_dropout > 0 or hb.adapter_cast
+        for readers, size in (({"q_proj", "k_proj", "v_proj"}, h * res), ({"gate_proj", "up_proj"}, h * res),
+                              ({"down_proj"}, inter * act)):
+            if copies or not readers & set(names):
+                per_token -= size
+    per_layer = n * b * per_token
     if i.attention == "eager":
         per_layer += b * s.heads * n * n * act * 2  # scores and softmax, kept for backward
     if i.gradient_checkpointing:
-        saved = s.layers * n * b * h * act + per_layer  # block inputs, plus one block recomputed at a time
+        saved = s.layers * n * b * h * res + per_layer  # block inputs, plus one block recomputed at a time
         how = f"checkpointed: {s.layers} block inputs + 1 block"
     else:
         saved = s.layers * per_layer
         how = f"{s.layers} blocks x {per_layer / 1e6:.1f} MB"
+    if i.method == "qlora":
+        largest = max(a * b for a, b in s.linears().values())
+        saved += largest * act  # bitsandbytes dequantizes one 4-bit weight at a time for the matmul
     logits = n * b * s.vocab * (act + 4 + 4)  # logits, fp32 upcast for the loss, its log-softmax
-    return saved + logits + n * b * h * act, how + f"; logits {logits / 1e6:.1f} MB"
+    return saved + logits + n * b * h * res, how + f"; logits {logits / 1e6:.1f} MB"
 
 
 def estimate(i: PlanInputs) -> Plan:
     s = i.shape
     plan = Plan(inputs=i, params=s.params, trainable=trainable_params(i))
-    ds = i.strategy == "deepspeed"
-    stage = i.zero_stage if ds else (3 if i.strategy == "fsdp" else 0)
+    ds, fsdp = i.strategy == "deepspeed", i.strategy == "fsdp"
+    stage = i.zero_stage if ds else (3 if fsdp else 0)
     world = i.world
-    if i.method == "full":
-        param_b = 2.0 if ds and i.precision in ("bf16", "fp16") else i.weight_bytes
-    else:
-        # PEFT keeps adapters in fp32; DeepSpeed casts the whole module to bf16/fp16 and keeps an fp32 master
-        param_b = 2.0 if ds and i.precision in ("bf16", "fp16") else 4.0
-    weights_all = weight_bytes_total(i)
-    if ds and i.precision in ("bf16", "fp16") and i.method in ("full", "lora"):
-        weights_all = s.params * 2.0  # the engine holds the model in 16-bit
+    held = held_bytes(i)
+    param_b = held.trainable
+    shardable, replicated = weight_bytes_total(i, held)
     adapters = plan.trainable * param_b if i.method != "full" else 0.0
     optim_b = optimizer_bytes_per_param(i, param_b, ds)
-    states = model_state_bytes(1, plan.trainable, weight=weights_all + adapters, grad=param_b, optim=optim_b,
+    states = model_state_bytes(1, plan.trainable, weight=shardable + adapters, grad=param_b, optim=optim_b,
                                stage=stage, world=world)
+    plan.state_bytes_per_param = {"weights": (shardable + adapters + replicated) / s.params,
+                                  "gradients": plan.trainable * param_b / s.params,
+                                  "optimizer": plan.trainable * optim_b / s.params}
+    plan.state_bytes_per_param["total"] = sum(plan.state_bytes_per_param.values())
     shard = f" / {world} GPUs" if world > 1 else ""
-    weight_note = {"qlora": f"4-bit{' nested' if i.nested_quant else ''} linears", "lora-8bit": "8-bit linears"}
-    w_note = weight_note.get(i.method, f"{i.weight_bytes:g} B/param") + (shard if stage >= 3 else "")
-    gpu_weights, gpu_optim, gpu_grads = states["weights"], states["optimizer"], states["gradients"]
+    w_note = held.note + (shard if stage >= 3 else "")
+    gpu_weights, gpu_optim, gpu_grads = states["weights"] + replicated, states["optimizer"], states["gradients"]
     host = 0.0
     procs = max(i.gpus_per_node, 1)
-    if i.offload_optimizer or (i.strategy == "fsdp" and i.offload_params):
-        # ZeRO-Offload / FSDP CPU offload: the optimizer steps on the CPU, so its states and the gradient
-        # partitions live in host memory; the GPU keeps only communication buckets
+    offload_params = i.offload_params and stage >= 3
+    offload_optim = (ds and i.offload_optimizer) or (fsdp and i.offload_params)
+    if offload_optim:
+        # ZeRO-Offload: the optimizer steps on the CPU, its states and the gradient partitions live in host memory.
+        # FSDP's CPUOffload keeps parameters and gradients on the CPU, so the optimizer steps there too.
         host += (gpu_optim + gpu_grads) * procs
         gpu_optim = gpu_grads = 0.0
-    if i.offload_params and stage >= 3:
-        host += gpu_weights * procs
-        largest_layer = sum(a * b for a, b in s.linears().values()) * i.weight_bytes
-        gpu_weights = 2 * largest_layer  # the working set: the layer in use and the one prefetched
-    plan.rows.append(("weights", gpu_weights, w_note + (" (offloaded to CPU)" if i.offload_params else "")))
+    if offload_params:
+        host += states["weights"] * procs
+        gpu_weights = replicated
+    off = " (offloaded to CPU)"
+    plan.rows.append(("weights", gpu_weights, w_note + (off if offload_params else "")))
     plan.rows.append(("gradients", gpu_grads, f"{plan.trainable:,} trainable x {param_b:g} B"
-                      + (shard if stage >= 2 else "") + (" (offloaded to CPU)" if gpu_grads == 0 and host else "")))
+                      + (shard if stage >= 2 else "") + (off if offload_optim else "")))
     plan.rows.append(("optimizer", gpu_optim, f"{i.optim}: {optim_b:g} B/trainable param"
-                      + (shard if stage >= 1 else "") + (" (offloaded to CPU)" if gpu_optim == 0 and host else "")))
-    act, how = activation_bytes(i)
+                      + (shard if stage >= 1 else "") + (off if offload_optim else "")))
+    if stage >= 3:
+        gathered, how = gathered_bytes(i, held)
+        plan.rows.append(("gathered", gathered, how + f", {held.gather:g} B/param"))
+    if i.strategy == "ddp" and world > 1:
+        plan.rows.append(("DDP buckets", plan.trainable * param_b, "all-reduce buckets: a copy of the gradients"))
+    act, how = activation_bytes(i, held)
     plan.rows.append(("activations", act, f"micro-batch {i.micro_batch} x {i.seq_len} tokens; {how}"))
     if i.cuda:
         plan.rows.append(("CUDA overhead", CUDA_OVERHEAD_GB * GB, "context, cuBLAS/NCCL workspaces"))
@@ -287,49 +441,63 @@ def estimate(i: PlanInputs) -> Plan:
 
 
 def smallest_fix(i: PlanInputs) -> Optional[str]:
-    """The first change, in order of how little it costs, that makes the run fit; None if it fits or nothing does."""
+    """The first change, in order of how little it costs, that makes the run fit; None if it fits or nothing does.
+
+    Changes to the activations (checkpointing, a smaller micro-batch with the same global batch) come first, then
+    changes to the model states (ZeRO-3, offload, QLoRA, more GPUs), each alone and then together with the
+    activation changes."""
     if not i.gpu_memory_gb or estimate(i).fits():
         return None
-    tries: list[tuple[str, PlanInputs]] = []
+    replace = dataclasses.replace
+
+    def halvings(start: PlanInputs, note: str) -> list[tuple[str, PlanInputs]]:
+        out, b = [], i.micro_batch
+        while b > 1:
+            b //= 2
+            factor = i.micro_batch // b
+            out.append((f"training.per_device_train_batch_size: {b} with gradient_accumulation_steps: "
+                        f"{i.grad_accum * factor} (same global batch){note}",
+                        replace(start, micro_batch=b, grad_accum=i.grad_accum * factor)))
+        return out
+
+    lighter = halvings(i, "")  # activation changes, cheapest first
     if not i.gradient_checkpointing:
-        tries.append(("turn on training.gradient_checkpointing", dataclasses.replace(i, gradient_checkpointing=True)))
-    b = i.micro_batch
-    while b > 1:
-        b //= 2
-        factor = i.micro_batch // b
-        tries.append((f"training.per_device_train_batch_size: {b} with gradient_accumulation_steps: "
-                      f"{i.grad_accum * factor} (same global batch)",
-                      dataclasses.replace(i, micro_batch=b, grad_accum=i.grad_accum * factor)))
-    if i.world > 1 and not (i.strategy == "deepspeed" and i.zero_stage == 3):
-        tries.append(("launch.strategy: deepspeed with zero_stage: 3",
-                      dataclasses.replace(i, strategy="deepspeed", zero_stage=3)))
-    tries.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true",
-                  dataclasses.replace(i, strategy="deepspeed", zero_stage=3, offload_optimizer=True)))
-    tries.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer and offload_params: true",
-                  dataclasses.replace(i, strategy="deepspeed", zero_stage=3, offload_optimizer=True,
-                                      offload_params=True)))
-    if i.method in ("full", "lora", "lora-8bit"):
-        tries.append(("method: qlora (4-bit base weights)", dataclasses.replace(i, method="qlora")))
-    for name, variant in tries:
+        checkpointed = replace(i, gradient_checkpointing=True)
+        lighter = ([("turn on training.gradient_checkpointing", checkpointed)] + lighter
+                   + halvings(checkpointed, " and training.gradient_checkpointing"))
+    for name, variant in lighter:
         if estimate(variant).fits():
             return name
+    heavier: list[tuple[str, dict]] = []  # model-state changes
+    if i.world > 1 and not (i.strategy == "deepspeed" and i.zero_stage == 3):
+        heavier.append(("launch.strategy: deepspeed with zero_stage: 3", dict(strategy="deepspeed", zero_stage=3)))
+    heavier.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer: true",
+                    dict(strategy="deepspeed", zero_stage=3, offload_optimizer=True)))
+    heavier.append(("launch.strategy: deepspeed, zero_stage: 3, offload_optimizer and offload_params: true",
+                    dict(strategy="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True)))
+    if i.method in ("full", "lora", "lora-8bit"):
+        heavier.append(("method: qlora (4-bit base weights)", dict(method="qlora")))
     for gpus in (2, 4, 8, 16, 32, 64, 128, 256):
         per_node = min(gpus, max(i.gpus_per_node, 8))
-        variant = dataclasses.replace(i, nodes=max(1, gpus // per_node), gpus_per_node=per_node,
-                                      strategy="deepspeed", zero_stage=3)
-        if gpus > i.world and estimate(variant).fits():
-            return f"{gpus} GPUs with DeepSpeed ZeRO-3 (--nodes {variant.nodes} --gpus {per_node})"
+        if gpus > i.world:
+            nodes = max(1, gpus // per_node)
+            heavier.append((f"{gpus} GPUs with DeepSpeed ZeRO-3 (--nodes {nodes} --gpus {per_node})",
+                            dict(nodes=nodes, gpus_per_node=per_node, strategy="deepspeed", zero_stage=3)))
+    for name, change in heavier:
+        for extra, start in [("", i)] + [(f", and {text}", v) for text, v in lighter]:
+            if estimate(replace(start, **change)).fits():
+                return name + extra
     return None
 
 
 def inputs_from_run(cfg, spec, profile) -> PlanInputs:  # RunConfig, JobSpec, ClusterProfile
     """The plan's view of a run: its model config, method, hyper-parameters and the job's shape."""
     t, lora = cfg.training, cfg.lora
-    weight = 4.0 if cfg.load_dtype == "float32" else 2.0  # the training core's own rule (RunConfig.load_dtype)
     return PlanInputs(
         shape=ModelShape.from_model_dir(Path(cfg.model.path)), method=cfg.method, lora_r=lora.r,
-        lora_targets=lora.target_modules, lora_dropout=lora.dropout, weight_bytes=weight,
-        nested_quant=cfg.quantization.nested_quant, precision=t.precision, optim=t.optim,
+        lora_targets=lora.target_modules, lora_dropout=lora.dropout, model_dtype=cfg.model.dtype,
+        quant_storage=cfg.quantization.quant_storage_dtype, nested_quant=cfg.quantization.nested_quant,
+        precision=t.precision, optim=t.optim,
         micro_batch=t.per_device_train_batch_size, grad_accum=t.gradient_accumulation_steps, seq_len=t.max_length,
         gradient_checkpointing=t.gradient_checkpointing, attention=cfg.model.attn_implementation,
         strategy=cfg.launch.strategy, zero_stage=cfg.launch.zero_stage,
@@ -353,6 +521,9 @@ def render_table(plan: Plan) -> str:
     for name, b, how in plan.rows:
         lines.append(f"  {name:<14}{b / GB:>9.2f}  {how}")
     lines.append(f"  {'total':<14}{plan.total / GB:>9.2f}")
+    b = plan.state_bytes_per_param
+    lines.append(f"  model states: {b['total']:.1f} B/param before sharding and offload (weights {b['weights']:.2f} "
+                 f"+ gradients {b['gradients']:.2f} + optimizer {b['optimizer']:.2f})")
     if plan.host_bytes_per_node:
         lines.append(f"  host memory for offload: {plan.host_bytes_per_node / GB:.1f} GB per node"
                      + (f" (the job gets {i.host_memory_gb:.0f} GB)" if i.host_memory_gb else ""))
