@@ -184,7 +184,8 @@ class LaunchConfig:
     strategy: Literal["ddp", "deepspeed", "fsdp"] = opt("ddp", "Distribution: ddp, deepspeed (ZeRO) or fsdp.")
     launcher: Literal["accelerate", "torchrun"] = opt("accelerate", "Launcher started once on each node.")
     zero_stage: Literal[2, 3] = opt(3, "DeepSpeed ZeRO stage.")
-    offload_optimizer: bool = opt(False, "DeepSpeed/FSDP: optimizer state in CPU memory.")
+    offload_optimizer: bool = opt(False, "DeepSpeed only: optimizer state in CPU memory (FSDP: offload_params "
+                                         "moves parameters, gradients and the optimizer step to the CPU).")
     offload_params: bool = opt(False, "DeepSpeed ZeRO-3/FSDP: parameters in CPU memory.")
     processes_per_node: Optional[int] = opt(None, "Processes per node (default: GPUs per node, or 1 on CPU).")
 
