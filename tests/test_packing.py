@@ -68,11 +68,40 @@ def mixed_rows(ds, k: int = 4) -> list[dict]:
     return [rows[0], rows[len(rows) // 3], rows[2 * len(rows) // 3], rows[-1]][:k]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+VARLEN_CALLS: list = []
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """CPU stand-in for flash_attn_varlen_func as transformers calls it with cu_seq_lens (modeling_flash_attention_
+    utils._flash_attention_forward): the batch flattened to one token axis, causal attention within each segment
+    of cu_seq_lens only. It never sees a mask or the position ids."""
+    import torch
+    import torch.nn.functional as F
+
+    b, h, n, d = query.shape
+    cu = kwargs.get("cu_seq_lens_q")
+    VARLEN_CALLS.append(cu is not None)
+    cu = torch.arange(0, b * n + 1, n) if cu is None else cu  # a sample alone: one segment per row
+    q, k, v = (x.transpose(1, 2).reshape(b * n, x.shape[1], d) for x in (query, key, value))
+    out = torch.empty_like(q)
+    for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        out[lo:hi] = F.scaled_dot_product_attention(q[lo:hi].transpose(0, 1), k[lo:hi].transpose(0, 1),
+                                                    v[lo:hi].transpose(0, 1), is_causal=True, scale=scaling,
+                                                    enable_gqa=True).transpose(0, 1)
+    return out.reshape(b, n, h, d), None
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen"])
 def test_packed_loss_equals_samples_run_alone(home, demo_dir, tmp_path, attn):
-    cfg = config(demo_dir, tmp_path, f"model.attn_implementation={attn}")
+    cfg = config(demo_dir, tmp_path, f"model.attn_implementation={'sdpa' if attn == 'varlen' else attn}")
     assert cfg.training.packing and cfg.training.packing_strategy == "bfd"  # the default
     trainer, _info = trainer_for(cfg)
+    if attn == "varlen":  # what flash_attention_2 gets from our batches, checked without a GPU
+        from transformers import AttentionInterface
+
+        AttentionInterface.register("hpcft_test_varlen", varlen_attention)
+        trainer.model.get_base_model().set_attn_implementation("hpcft_test_varlen")
+        VARLEN_CALLS.clear()
     rows = mixed_rows(trainer.train_dataset)
     assert len({len(r["input_ids"]) for r in rows}) > 1  # so the batch holds padding too
     batch = trainer.data_collator(rows)
@@ -80,6 +109,9 @@ def test_packed_loss_equals_samples_run_alone(home, demo_dir, tmp_path, attn):
     packed = batch_loss(trainer, batch)
     alone = alone_loss(trainer.model, split_rows(rows))
     assert packed == pytest.approx(alone, rel=1e-6), (packed, alone)
+    if attn == "varlen":
+        assert VARLEN_CALLS and VARLEN_CALLS[0] is True  # the packed batch reached it with its cu_seq_lens
+        return
 
     # sharper: every real token's logits are those of its sample run alone; with the all-ones mask TRL's collator
     # would send (the trap in the issue), the same rows and position ids let samples see each other

@@ -1,4 +1,4 @@
-"""Data: load local files (or a hub dataset when online), check them, format, tokenize, pack, and cache.
+"""Data: load local files (or a hub dataset when online), check them, format, tokenize, pack (packing.py), cache.
 
 The tokenized (and packed) dataset is saved on shared storage under a fingerprint of the data files, tokenizer,
 chat template, max length and packing settings. Only the main process writes it; the others wait for its
