@@ -9,9 +9,10 @@
    with the default bfd layout (samples kept apart) and with the opt-in wrapped one, against TRL's default packing
    (bfd, padding-free); packing off: ours against TRL unpacked. Runs rotate (ours, bare, ...; with packing on,
    bfd / wrapped / bare in a rotating order) and the medians are compared; the ratio of each run of ours to the bare
-   run of its round is shown too, for the spread. tokens/s is the steady rate: tokens TRL counted between the logging step at WARM_STEPS and
-   the last one, over the wall time between them (each script records both at every logging step), so the
-   trainer's set-up inside train() and the first slow steps do not dilute short runs. The time from process start
+   run of its round is shown too, for the spread. tokens/s is the steady rate: tokens TRL counted (real tokens,
+   padding excluded, in every layout) between the logging step at WARM_STEPS and the last one, over the wall time
+   between them (each script records both at every logging step), so the trainer's set-up inside train() and the
+   first slow steps do not dilute short runs. The time from process start
    to the end of the first optimizer step is reported apart.
 2. Restart cost: time from process start to the first optimizer step, cold (tokenized cache empty) against
    resumed (cache and a checkpoint present), on a generated dataset of N examples; next to it the import floor,
@@ -112,6 +113,22 @@ def overhead(work: Path, env: dict, repeats: int, steps: dict[str, int]) -> list
     return lines
 
 
+def layouts(work: Path, env: dict, sizes) -> list[str]:
+    """bench/packing_layouts.py on each demo model: per-step cost of our bfd rows against TRL's flattened row and
+    one causal mask per row, interleaved in one process."""
+    lines = ["| model | max_length | ours (bfd, 2-D rows) ms/step | TRL bfd padding-free ms/step | one causal mask per "
+             "row ms/step | TRL / ours | causal / ours |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for size in sizes:
+        for max_length in ((64, 256) if size == "small" else (64,)):
+            proc = subprocess.run([PY, str(HERE / "packing_layouts.py"), str(work / f"demo-{size}"), "--max-length",
+                                   str(max_length), "--label", size], env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"packing_layouts failed:\n{proc.stderr[-3000:]}")
+            lines.append(proc.stdout.strip().splitlines()[-1])
+            print(lines[-1], flush=True)
+    return lines
+
+
 def restart(work: Path, env: dict, examples: int, repeats: int) -> list[str]:
     demo = work / "demo-restart"
     if not demo.exists():
@@ -151,8 +168,8 @@ def restart(work: Path, env: dict, examples: int, repeats: int) -> list[str]:
     return ["| dataset | cold: start to first step (s) | resumed: start to first step (s) | cold / resumed | "
             "import floor (s) | resumed less floor (s) |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| {examples:,} examples of ~8 sentences (tiny model, bfd packing, max_length 256) | {cold['first_step']:.1f} | "
-            f"{r:.1f} | {cold['first_step'] / r:.1f}x | {f:.1f} | {r - f:.1f} |",
+            f"| {examples:,} examples of ~8 sentences (tiny model, bfd packing, max_length 256) | "
+            f"{cold['first_step']:.1f} | {r:.1f} | {cold['first_step'] / r:.1f}x | {f:.1f} | {r - f:.1f} |",
             "",
             f"Resumed: median of {repeats} runs; import floor: median of {repeats} runs of `python -c \"import torch, "
             "transformers, datasets, peft; from trl import SFTTrainer\"` alternating with them."]
@@ -177,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.strftime('%Y-%m-%d')}")
     print(head, flush=True)
     over = overhead(work, env, args.repeats, steps)
+    lay = layouts(work, env, steps)
     rest = restart(work, env, args.restart_examples, args.repeats)
     print("\n".join(rest))
     text = "\n".join(["", "## Training-core overhead (`bench/core_overhead.py`)", "", head, "", *over, "",
+                      "Packing layouts, one optimizer step each, interleaved in one process "
+                      "(`bench/packing_layouts.py`; median of 20 steps):", "", *lay, "",
                       "## Restart cost", "", *rest, ""])
     if args.out:
         with args.out.open("a") as f:
