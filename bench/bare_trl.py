@@ -3,7 +3,9 @@
     python bench/bare_trl.py MODEL_DIR TRAIN_JSONL OUT_JSON --max-steps N --packing 0|1 [--max-length L]
 
 Same model, data, LoRA and SFTConfig values as the demo run.yaml that `hpc-finetune train` gets in the bench
-(written out here by hand, as a user would), TRL doing its own tokenization and packing. Prints nothing of note;
+(written out here by hand, as a user would), TRL doing its own tokenization and packing (--packing 1: TRL's
+default, bfd, padding-free: each micro-batch flattened into one row, position ids restarting per sample, so samples
+do not see each other, as in ours; the attention of the whole row is one block-diagonal mask). Prints nothing of note;
 writes OUT_JSON with the train time, the tokens TRL counted, when the first optimizer step ended, and the time and
 token count at every logging step.
 """

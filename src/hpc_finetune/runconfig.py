@@ -134,7 +134,14 @@ class TrainingConfig:
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory.")
     use_reentrant: bool = opt(False, "Reentrant gradient checkpointing (needed by some DeepSpeed setups).")
     max_length: int = opt(2048, "Longest sequence in tokens (longer samples are truncated).")
-    packing: bool = opt(True, "Pack samples into full max_length blocks (no padding).")
+    packing: bool = opt(True, "Pack several samples into each max_length row (layout: packing_strategy).")
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = opt(
+        "bfd", "bfd: whole samples into rows by best-fit decreasing; position ids restart per sample, so no token "
+               "attends across samples (sdpa, eager, flash-attention varlen); little padding. Samples longer than "
+               "max_length are truncated. bfd_split: the same, but long samples are cut into max_length pieces. "
+               "wrapped (opt-in, not recommended): concatenate and cut into full blocks under one causal mask: no "
+               "padding, but every sample attends to the ones before it in its block, a context it never has at "
+               "inference, and its loss is not comparable with other tools'.")
     logging_steps: int = opt(5, "Log (and update progress) every N optimizer steps.")
     eval_strategy: Literal["no", "steps", "epoch"] = opt("no", "When to evaluate.")
     eval_steps: Optional[int] = opt(None, "Evaluate every N steps (eval_strategy: steps).")

@@ -57,7 +57,7 @@ def sft_config(cfg: RunConfig, output_dir: Path, *, has_eval: bool) -> Any:
         bf16=t.precision == "bf16", fp16=t.precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": t.use_reentrant} if t.gradient_checkpointing else None,
-        max_length=t.max_length, packing=False,  # packed (or not) and tokenized by us, cached on shared storage
+        max_length=t.max_length, packing=False,  # packed (or not) and tokenized by us, cached; train/packing.py
         dataset_kwargs={"skip_prepare_dataset": True}, completion_only_loss=cfg.data.completion_only_loss,
         logging_steps=t.logging_steps, logging_strategy="steps",
         eval_strategy=t.eval_strategy if has_eval else "no", eval_steps=t.eval_steps,
@@ -178,9 +178,9 @@ def resume_point(cfg: RunConfig, output_dir: Path) -> Optional[str]:
 def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
     """Model, tokenizer, data and SFTTrainer, ready to train. Returns (trainer, data info)."""
     from transformers import set_seed
-    from trl import SFTTrainer
 
     from hpc_finetune.train import data as data_mod
+    from hpc_finetune.train import packing
     from hpc_finetune.train.model import load_model, load_tokenizer, lora_config
 
     set_seed(cfg.training.seed)
@@ -188,8 +188,9 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
     train_ds, eval_ds, info = data_mod.prepare(cfg, tokenizer)
     args = sft_config(cfg, output_dir, has_eval=eval_ds is not None)
     model = load_model(cfg, tokenizer)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=lora_config(cfg))
+    trainer = packing.trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                      processing_class=tokenizer, peft_config=lora_config(cfg),
+                                      data_collator=packing.collator(cfg, tokenizer))  # samples kept apart
     return trainer, info
 
 

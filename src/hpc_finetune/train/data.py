@@ -1,4 +1,4 @@
-"""Data: load local files (or a hub dataset when online), check them, format, tokenize, pack, and cache.
+"""Data: load local files (or a hub dataset when online), check them, format, tokenize, pack (packing.py), cache.
 
 The tokenized (and packed) dataset is saved on shared storage under a fingerprint of the data files, tokenizer,
 chat template, max length and packing settings. Only the main process writes it; the others wait for its
@@ -19,8 +19,9 @@ from hpc_finetune import __version__
 from hpc_finetune.datacheck import ROLES
 from hpc_finetune.errors import UserError
 from hpc_finetune.runconfig import DataConfig, RunConfig
+from hpc_finetune.train import packing
 
-CACHE_FORMAT = 2  # bump when the tokenized layout changes
+CACHE_FORMAT = 3  # bump when the tokenized layout changes (3: bfd rows with seq_lengths by default)
 LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
@@ -142,7 +143,7 @@ def fingerprint(cfg: RunConfig, tokenizer: Any) -> str:
         "max_samples": d.max_samples, "seed": cfg.training.seed,
         "tokenizer": tok_hash.hexdigest(), "vocab": len(tokenizer), "template": tokenizer.chat_template,
         "chat_format": cfg.model.chat_template_format, "max_length": cfg.training.max_length,
-        "packing": cfg.training.packing,
+        "packing": packing.layout(cfg),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -169,7 +170,7 @@ def _chat_example(conv: list[dict], tokenizer: Any, data: DataConfig) -> tuple[l
 def tokenize(ds: Any, tokenizer: Any, cfg: RunConfig) -> Any:
     from datasets import Dataset
 
-    d, max_len = cfg.data, cfg.training.max_length
+    d, max_len, packed = cfg.data, cfg.training.max_length, packing.layout(cfg)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids_all, labels_all = [], []
     if d.format == "chat":
@@ -180,30 +181,14 @@ def tokenize(ds: Any, tokenizer: Any, cfg: RunConfig) -> Any:
     else:
         enc = tokenizer(list(ds[d.text_field]), add_special_tokens=d.add_special_tokens)["input_ids"]
         for ids in enc:
-            if not cfg.training.packing or d.append_concat_token:
+            if packed != "wrapped" or d.append_concat_token:
                 ids = ids + eos  # end each document so the model learns where text stops
             ids_all.append(ids)
             labels_all.append(list(ids))
-    if cfg.training.packing:
-        return pack(ids_all, labels_all, max_len)
+    if packed:
+        return packing.pack(ids_all, labels_all, max_len, packed)
     rows = {"input_ids": [i[:max_len] for i in ids_all], "labels": [lab[:max_len] for lab in labels_all]}
     return Dataset.from_dict(rows)
-
-
-def pack(ids_all: list[list[int]], labels_all: list[list[int]], max_len: int) -> Any:
-    """Wrapped packing: concatenate everything, cut into full blocks of max_length (no padding at all)."""
-    from datasets import Dataset
-
-    flat_ids = [t for ids in ids_all for t in ids]
-    flat_labels = [t for lab in labels_all for t in lab]
-    n_blocks = len(flat_ids) // max_len
-    if n_blocks == 0:
-        raise UserError(f"the data holds {len(flat_ids)} tokens, fewer than one packed block of max_length "
-                        f"{max_len}; lower training.max_length or turn packing off", field="training.max_length")
-    return Dataset.from_dict({
-        "input_ids": [flat_ids[i * max_len:(i + 1) * max_len] for i in range(n_blocks)],
-        "labels": [flat_labels[i * max_len:(i + 1) * max_len] for i in range(n_blocks)],
-    })
 
 
 # --- the cached pipeline -------------------------------------------------------------------------------------------
@@ -258,9 +243,11 @@ def _build(cfg: RunConfig, tokenizer: Any, folder: Path) -> None:
     n_real = sum(sum(1 for t in lab if t != -100) for lab in list(train["labels"]))
     meta = {"train_rows": len(train), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
             "train_tokens": n_tokens, "label_tokens": n_real, "tokenize_seconds": round(time.time() - started, 3),
-            # packed rows are full max_length blocks, so nothing is padded when batched
+            # padding if every batch were padded to max_length: an upper bound (a batch is padded to its longest
+            # row); 0 for wrapped blocks, which are all full
             "pad_fraction": round(1 - n_tokens / max(1, len(train) * cfg.training.max_length), 4)
-            if cfg.training.packing else None}
+            if packing.layout(cfg) else None,
+            "packing": packing.layout(cfg)}
     (tmp / "DONE").write_text(json.dumps(meta))
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
