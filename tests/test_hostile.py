@@ -645,6 +645,7 @@ def test_a_data_error_on_the_node_is_one_log_line_and_the_runs_reason(world, dem
     row = json.loads(cli("status", "deep", "--json", env=env, check=True).stdout)[0]
     assert row["state"] == "failed"
     assert "does not parse as jsonl" in row["reason"] and "data.train_file" in row["reason"], row
+    assert "An error occurred while generating" not in row["reason"], row  # the reader's own words, not the wrapper's
     log = cli("logs", "deep", env=env, check=True).stdout
     errors = [ln for ln in log.splitlines() if "hpc-finetune train: error:" in ln]
     assert len(errors) == 1 and row["reason"] in errors[0], log[-3000:]

@@ -59,8 +59,21 @@ def load_raw(path: str, field: str) -> Any:
     try:
         return load_dataset(LOADERS[p.suffix], data_files=str(p), split="train")
     except Exception as exc:  # datasets raises many types for unparsable files
-        raise UserError(f"{p} does not parse as {p.suffix[1:]}: {str(exc).splitlines()[0]}",
-                        field=f"data.{field}") from None
+        raise UserError(f"{p} does not parse as {p.suffix[1:]}: {root_cause(exc)}", field=f"data.{field}") from None
+
+
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost exception: datasets wraps the reader's precise error ("JSON parse error ... in
+    row 150") in a generic "An error occurred while generating the dataset"."""
+    seen = {id(exc)}
+    while True:
+        inner = exc.__cause__ or exc.__context__
+        if inner is None or id(inner) in seen or not str(inner).strip():
+            break
+        seen.add(id(inner))
+        exc = inner
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def load_named(data: DataConfig) -> tuple[Any, Optional[Any]]:
