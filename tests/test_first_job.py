@@ -214,3 +214,35 @@ def test_a_finished_job_says_where_things_are_and_what_to_run_next(tmp_path):
     full = cfg_of(tmp_path, "method=full", "logging.wandb=disabled")
     assert next_steps(full, Path("/r/x/output/final"), "/r/x")[-1] == \
         "next: hpc-finetune eval x   |   hpc-finetune report x"
+
+
+@pytest.mark.train
+def test_visible_devices_are_set_before_anything_asks_cuda(demo_dir, tmp_path):
+    """bitsandbytes (imported by peft, which transformers' Trainer imports) asks CUDA for its devices at import, and
+    CUDA reads CUDA_VISIBLE_DEVICES only then: train() must set it before that import, in a fresh process."""
+    code = f"""
+import os, sys
+os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.train import core
+seen = {{}}
+original = core.limit_visible_devices
+def spy(cfg):
+    seen["asked_cuda_before"] = any(m in sys.modules for m in ("bitsandbytes", "peft", "transformers"))
+    original(cfg)
+class Stop(Exception):
+    pass
+def stop(*a, **k):
+    raise Stop
+core.limit_visible_devices, core.build_trainer = spy, stop
+cfg = load_run_config(__import__("pathlib").Path({str(demo_dir / 'run.yaml')!r}),
+                      ["resources.gpus_per_node=0", "logging.wandb=disabled", "output_dir={tmp_path / 'o'}"])
+try:
+    core.train(cfg)
+except Stop:
+    pass
+print(seen["asked_cuda_before"], repr(os.environ.get("CUDA_VISIBLE_DEVICES")))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["False", "''"], proc.stdout

@@ -18,6 +18,10 @@ class GenerationSettings:
     seed: int = 0
 
 
+# every flag add_generation_arguments defines (argparse dest names): `eval --submit` passes them on to the job
+FLAGS = ("data", "prompts", "max_new_tokens", "sample", "temperature", "top_p", "seed", "batch_size")
+
+
 def add_generation_arguments(p: argparse.ArgumentParser) -> None:
     """The flags shared by `hpc-finetune eval` and this program and `python -m hpc_finetune.train.evaluate`."""
     p.add_argument("--data", help="eval data file instead of the run's eval_file / held-out fraction")
@@ -31,7 +35,15 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace) -> GenerationSettings:
+    import math
+
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be at least 1", source="eval")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UserError(f"--temperature must be a positive number, not {args.temperature}", source="eval")
+    if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise UserError(f"--top-p must be in (0, 1], not {args.top_p}", source="eval")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1", source="eval")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                               temperature=args.temperature, top_p=args.top_p, seed=args.seed)

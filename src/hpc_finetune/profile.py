@@ -132,7 +132,7 @@ class ClusterProfile:
             raise err("max_nodes", "the local scheduler runs on one node; set max_nodes: 1")
         if self.mail_type is not None and not re.fullmatch(r"[A-Z_0-9]+(,[A-Z_0-9]+)*", self.mail_type):
             raise err("mail_type", f"{self.mail_type!r}: Slurm mail types separated by commas, e.g. END,FAIL")
-        if self.mail_user is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", self.mail_user):
+        if self.mail_user is not None and not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+", self.mail_user):
             raise err("mail_user", f"{self.mail_user!r} is not a mail address")
         for opt_line in self.extra_sbatch:
             if not re.fullmatch(r"--[a-z][a-z0-9-]*(=\S.*)?", opt_line):

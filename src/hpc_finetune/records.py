@@ -69,6 +69,7 @@ class RunRecord:
     reason: str = ""
     requeues: int = 0
     auto_requeues: int = 0
+    kind: str = "train"  # train | eval (an `eval --submit` job: evaluated again by `eval`, never requeued)
 
     @property
     def job_id(self) -> str:
@@ -133,10 +134,14 @@ MIGRATIONS = (("gpu_hours", "REAL"),)
 def _migrate(db: sqlite3.Connection) -> None:
     """Columns added after the first release (MIGRATIONS): an older registry gains them when it is opened."""
     have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    with db:
-        for name, kind in MIGRATIONS:
-            if name not in have:
-                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+    for name, kind in MIGRATIONS:
+        if name not in have:
+            try:
+                with db:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:  # another shell opening the old index added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 class Registry:

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from hpc_finetune.errors import UserError
 from hpc_finetune.records import read_json, write_atomic
 from hpc_finetune.runfiles import Boundary, RunFiles, by_step, progress_entries, segment_boundaries
+from hpc_finetune.schema import read_yaml
 from hpc_finetune.timefmt import format_time
 
 INSTALL = "pip install 'hpc-finetune[report]'  (or: pip install matplotlib)"
@@ -85,7 +84,10 @@ def build(files: RunFiles, out_dir: Optional[Path] = None) -> Path:
     figure_class()  # say how to install matplotlib before anything is written
     entries = progress_entries(files.output_dir)
     boundaries = segment_boundaries(files.run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the report folder {out_dir}: {exc.strerror or exc}", source="report") from None
     drawn = plot(entries, boundaries, out_dir, files.name) if entries else {}
     series = {"plots": drawn, "segment_boundaries": [{"step": b.step, "why": b.why} for b in boundaries]}
     write_atomic(out_dir / "series.json", json.dumps(series, indent=1) + "\n")
@@ -119,8 +121,8 @@ def markdown(files: RunFiles, entries: list[dict], boundaries: list[Boundary], d
     if rec is not None:
         lines += [f"State: **{rec.state}**" + (f" ({rec.reason})" if rec.reason else ""), ""]
     try:
-        cfg = yaml.safe_load(files.config_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        cfg = read_yaml(files.config_path)  # bounded, like every config read
+    except UserError:
         cfg = {}
     if cfg:
         lines += ["## Config", "", "| field | value |", "|---|---|"]
@@ -156,17 +158,17 @@ def markdown(files: RunFiles, entries: list[dict], boundaries: list[Boundary], d
         lines += ["No progress recorded yet.", ""]
     else:
         lines += [f"- step: {last.get('step')} of {last.get('max_steps')}" + ("" if summary else " (still going)"),
-                  f"- last train loss: {_num(train[-1]['loss'] if train else last.get('final_loss'))}"]
+                  f"- last train loss: {_num(train[-1].get('loss') if train else last.get('final_loss'))}"]
         if evals:
-            lines.append(f"- last eval loss: {_num(evals[-1]['eval_loss'])} (step {evals[-1]['step']})")
+            lines.append(f"- last eval loss: {_num(evals[-1].get('eval_loss'))} (step {evals[-1]['step']})")
         if last.get("tokens_per_s") is not None:
             lines.append(f"- tokens/s: {_num(last.get('tokens_per_s'), 6)}")
         lines.append("")
     metrics = read_json(files.run_dir / "eval" / "metrics.json")
-    if metrics:
+    if isinstance(metrics, dict) and metrics:
         lines += ["## Eval (`hpc-finetune eval`)", "", "| model | eval loss | perplexity |", "|---|---|---|"]
         for which in ("base", "tuned"):
-            m = metrics.get(which) or {}
+            m = metrics.get(which) if isinstance(metrics.get(which), dict) else {}
             lines.append(f"| {which} | {_num(m.get('eval_loss'))} | {_num(m.get('perplexity'))} |")
         lines.append("")
     if drawn:
@@ -188,9 +190,11 @@ def _samples(path: Path, limit: int) -> list[dict]:
     out = []
     for row in rows:
         try:
-            out.append(json.loads(row))
+            sample = json.loads(row)
         except ValueError:
             continue
+        if isinstance(sample, dict):
+            out.append(sample)
     return out
 
 

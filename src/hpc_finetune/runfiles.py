@@ -38,7 +38,11 @@ class RunFiles:
 def locate(run: str, registry: Optional[Registry] = None) -> RunFiles:
     """A run by id or run directory (a submitted run), or the output folder of `hpc-finetune train`."""
     path = Path(run)
-    if not (path / "record.json").is_file() and path.is_dir() and (path / PROGRESS).is_file():
+    try:
+        train_output = not (path / "record.json").is_file() and path.is_dir() and (path / PROGRESS).is_file()
+    except OSError:  # a name too long, a symlink loop: not a folder; the run index decides (one-line error)
+        train_output = False
+    if train_output:
         return RunFiles(name=path.name if path.name != "output" else path.parent.name, run_dir=path,
                         output_dir=path)
     rec = load_record(registry or Registry(), run)
@@ -92,7 +96,8 @@ def segment_boundaries(run_dir: Path) -> list[Boundary]:
         kind = e.get("event")
         if kind == "start":
             if started:
-                out.append(Boundary(step=int(e.get("step") or 0), why=_why(ended)))
+                step = e.get("step")
+                out.append(Boundary(step=step if isinstance(step, int) else 0, why=_why(ended)))
             started, ended = True, None
         elif kind in CONTINUED or ended is None:
             ended = e

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 ATTEMPTS = "attempts.jsonl"
+MAX_EVENTS_BYTES = 8 * 1024 * 1024
 
 
 def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
@@ -38,15 +39,20 @@ def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
 
 def read_events(run_dir: Path | str) -> list[dict]:
     try:
-        text = (Path(run_dir) / ATTEMPTS).read_text()
+        with (Path(run_dir) / ATTEMPTS).open("rb") as f:  # bounded: the newest MAX_EVENTS_BYTES are plenty
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MAX_EVENTS_BYTES))
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
     out = []
     for line in text.splitlines():
         try:
-            out.append(json.loads(line))
+            event = json.loads(line)
         except ValueError:
             continue  # a line cut by a killed job
+        if isinstance(event, dict):
+            out.append(event)
     return out
 
 

@@ -6,7 +6,8 @@ settings to ``SFTConfig(fsdp=True, fsdp_config=...)``. A test builds accelerate'
 
 FSDP version: 2 (per-parameter sharding, ``fully_shard``), explicitly on both paths. It is transformers' default
 and the only one it keeps (FSDP1 is deprecated there), accelerate 1.15 keeps fp32 master copies of trainable
-parameters under it and leaves non-floating 4-bit weights out of sharding, and bitsandbytes 0.50's ``Params4bit``
+parameters under it (not for QLoRA, whose adapters TRL casts to bf16: FSDP2 only needs the trainable parameters
+to share one dtype) and leaves non-floating 4-bit weights out of sharding, and bitsandbytes 0.50's ``Params4bit``
 survives its chunk/split. ``use_orig_params`` is an FSDP1 notion: FSDP2 always shards the original parameters, so
 LoRA's frozen and trainable parameters share a unit without it. Gradient checkpointing under FSDP is FSDP's own
 activation checkpointing (non-reentrant; the Trainer refuses both at once).

@@ -31,7 +31,7 @@ def end_reason(events: list[dict]) -> str:
     """Why an ended run stopped, as the job itself wrote it: the trainer's own one-line error of the last segment
     (bad data, a bad setting), and/or the requeue limit or repeated failure; else ''."""
     last = next((e for e in reversed(events) if e.get("event") not in ("trainer exited", TRAINER_ERROR)), None)
-    why = str(last.get("reason", "")) if last and last.get("event") in ("stopped", "gave up") else ""
+    why = str(last.get("reason", "")) if last and last.get("event") in ("stopped", "gave up", "terminated") else ""
     error = ""
     for e in reversed(events):  # the trainer's error in the last segment only
         if e.get("event") == "start":
@@ -67,6 +67,8 @@ def refresh(registry: Registry, records: list[RunRecord],
                     (info.state, info.elapsed, info.nodelist, info.gpu_seconds)
                 seg.state, seg.elapsed, seg.nodelist = info.state, info.elapsed, info.nodelist or seg.nodelist
                 seg.gpu_seconds = info.gpu_seconds
+                if seg.gpu_seconds is None and info.elapsed_all:  # a site that does not account GPUs in Slurm
+                    seg.gpu_seconds = float(info.elapsed_all * rec.nodes * rec.gpus_per_node)
                 if rec.state != info.state:
                     rec.state, changed = info.state, True
                 if info.state in ENDED and (not seg.reason or seg.reason == NO_RESULT):
@@ -81,7 +83,8 @@ def refresh(registry: Registry, records: list[RunRecord],
             why = end_reason(events) if rec.state in ENDED else ""
             if why and why != rec.reason:
                 rec.reason, changed = why, True
-            if rec.state == FAILED and events and events[-1].get("event") == "stopped":
+            final = [e for e in events if e.get("event") not in ("trainer exited", TRAINER_ERROR)]
+            if rec.state == FAILED and final and final[-1].get("event") == "stopped":
                 rec.state = seg.state = STOPPED  # ended on purpose at the requeue limit, checkpoint saved
                 changed = True
             progress = progress_of(rec)

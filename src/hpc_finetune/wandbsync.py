@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
 
 from hpc_finetune.errors import UserError
 from hpc_finetune.runfiles import RunFiles
+from hpc_finetune.schema import read_yaml
 
 FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-([A-Za-z0-9]+)$")
 INSTALL = "pip install 'hpc-finetune[sync]'  (or: pip install wandb)"
@@ -52,12 +52,12 @@ def wandb_dirs(files: RunFiles) -> list[Path]:
     set it, and the output directory (where `hpc-finetune train` puts it)."""
     dirs = [files.run_dir]
     try:
-        profile = yaml.safe_load((files.run_dir / "profile.yaml").read_text()) or {}
+        profile = read_yaml(files.run_dir / "profile.yaml")  # bounded, like every config read
         value = str((profile.get("caches") or {}).get("wandb_dir") or "")
         value = value.replace("{run_dir}", str(files.run_dir))
         if value and "{" not in value and "$" not in value:
             dirs.append(Path(value))
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (UserError, AttributeError):
         pass
     dirs.append(files.output_dir)
     return dirs
@@ -120,6 +120,6 @@ def check_can_upload(wandb: Optional[list[str]]) -> list[str]:
     if wandb is None:
         raise UserError(f"wandb is not installed on this node; install it with {INSTALL}", source="sync")
     if not os.environ.get("WANDB_API_KEY"):
-        raise UserError("WANDB_API_KEY is not set: export it in this shell (the key is read from the environment "
-                        "only, never written anywhere by hpc-finetune)", source="sync")
+        raise UserError("WANDB_API_KEY is not set: export it in this shell (sync takes the key from the environment "
+                        "only, never from a file, and writes it nowhere)", source="sync")
     return wandb

@@ -7,10 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune.evalsettings import add_generation_arguments
-
-# flags passed through, as given, to the program an eval job runs
-PASSED = ("data", "prompts", "max_new_tokens", "sample", "temperature", "top_p", "seed", "batch_size")
+from hpc_finetune.evalsettings import FLAGS, add_generation_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def passed_flags(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
-    for name in PASSED:
+    for name in FLAGS:  # passed through, as given, to the program an eval job runs
         value = getattr(args, name)
         flag = "--" + name.replace("_", "-")
         if value is True:
@@ -85,52 +82,45 @@ def passed_flags(args: argparse.Namespace) -> list[str]:
 
 def submit(files, config: Path, model: Path, out: Path, flags: list[str], *, cluster: Optional[str],
            time: Optional[str], registry):
-    """Render and submit the eval job as a run of its own; returns its record (already in the index)."""
-    import shutil
+    """Render and submit the eval job as a run of its own (through the same create_run as `submit`: atomic
+    directory claim, nothing left behind on failure); returns its record (already in the index)."""
+    import dataclasses
+    import re
 
     from hpc_finetune.cli.common import config_yaml, profile_yaml
     from hpc_finetune.errors import UserError
     from hpc_finetune.evaljob import EvalProgram
     from hpc_finetune.jobspec import gpus_asked, resolve, runs_root
     from hpc_finetune.profile import find_profile
-    from hpc_finetune.records import RunRecord, Segment, new_run_id, now, write_atomic
+    from hpc_finetune.records import RunRecord, now
     from hpc_finetune.render import job_python, job_script
     from hpc_finetune.runconfig import load_run_config
-    from hpc_finetune.scheduler import get_scheduler
+    from hpc_finetune.runs import NewRun, create_run
 
     name = cluster or (files.record.cluster if files.record else None)
     if not name:
         raise UserError(f"{files.run_dir} is not a submitted run: name the cluster with --cluster", source="eval")
-    profile = find_profile(name)
+    # an eval job is never requeued or retried: it is cheap to submit again, and a requeue would not resume it
+    profile = dataclasses.replace(find_profile(name), max_requeues=0, retry_on_failure=0)
     cfg = load_run_config(config, [])
     res = cfg.resources
     res.nodes, res.gpus_per_node = 1, (1 if gpus_asked(profile, cfg) > 0 else 0)
     res.time = time or res.time
     cfg.launch.processes_per_node = 1
-    root = runs_root(profile)
-    run_id = new_run_id(registry, root, f"{files.name}-eval")
-    run_dir = root / run_id
-    cfg.name, cfg.output_dir = run_id, str(out)
-    spec = resolve(profile, cfg, run_dir, source=str(config))
-    script = job_script(profile, spec)
-    program = EvalProgram(argv=[str(run_dir / "run.yaml"), "--model", str(model), "--out", str(out), *flags],
-                          python=job_python(profile))
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir()
-    try:
-        write_atomic(run_dir / "run.yaml", config_yaml(cfg))
-        write_atomic(run_dir / "profile.yaml", profile_yaml(profile))
-        write_atomic(run_dir / "job.sh", script)
-        rec = RunRecord(run_id=run_id, name=run_id, cluster=profile.name, scheduler=profile.scheduler,
+    # a valid run name whatever the evaluated folder is called: letters, digits, . _ - and at most 64 characters
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", files.name).strip("-._")[:50] or "run"
+
+    def build(run_dir: Path) -> NewRun:
+        cfg.name, cfg.output_dir = run_dir.name, str(out)
+        spec = resolve(profile, cfg, run_dir, source=str(config))
+        script = job_script(profile, spec)
+        program = EvalProgram(argv=[str(run_dir / "run.yaml"), "--model", str(model), "--out", str(out), *flags],
+                              python=job_python(profile))
+        rec = RunRecord(run_id=run_dir.name, name=run_dir.name, cluster=profile.name, scheduler=profile.scheduler,
                         run_dir=str(run_dir), output_dir=str(out), created=now(), nodes=1,
-                        gpus_per_node=spec.gpus_per_node, processes_per_node=1, time_seconds=spec.time_seconds)
-        rec.save()
-        job_id = get_scheduler(profile.scheduler).submit(run_dir, script, program, time_seconds=spec.time_seconds,
-                                                         max_requeues=0)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written: the directory was ours alone
-        raise
-    rec.segments.append(Segment(job_id=job_id, started_by="submit", submitted=now()))
-    rec.save()
-    registry.upsert(rec)
-    return rec
+                        gpus_per_node=spec.gpus_per_node, processes_per_node=1, time_seconds=spec.time_seconds,
+                        kind="eval")
+        return NewRun(record=rec, script=script, program=program, max_requeues=0,
+                      files={"run.yaml": config_yaml(cfg), "profile.yaml": profile_yaml(profile), "job.sh": script})
+
+    return create_run(registry, runs_root(profile), f"{base}-eval", build)

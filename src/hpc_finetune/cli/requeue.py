@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry()
     rec = current(registry, args.run)
     scheduler = get_scheduler(rec.scheduler)
+    if rec.kind != "train":
+        raise UserError(f"run {rec.run_id} is an {rec.kind} job; run `hpc-finetune {rec.kind} ... --submit` again "
+                        "instead of requeuing it", source="requeue")
     if rec.state == RUNNING:
         scheduler.requeue_running(rec.job_id)
         print(f"requeued running job {rec.job_id} of run {rec.run_id}; it resumes from its last checkpoint")

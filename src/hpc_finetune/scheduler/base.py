@@ -17,6 +17,7 @@ class JobInfo:
     nodelist: str = ""
     exit_code: str = ""
     gpu_seconds: Optional[float] = None  # elapsed x GPUs, summed over every instance of a requeued job; None: unknown
+    elapsed_all: Optional[int] = None  # elapsed summed over every instance (for GPU-hours where sacct has no GPUs)
 
 
 class Scheduler(abc.ABC):

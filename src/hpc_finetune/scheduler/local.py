@@ -71,7 +71,16 @@ def _alive(pid: int, started: str | None) -> bool:
     stat = _proc_stat(pid)
     if stat is None or stat[0] in ("Z", "X"):
         return False
-    return started is None or stat[1] == started
+    if started is not None:
+        return stat[1] == started
+    # a job submitted before start times were recorded: the pid must still run our controller (a reused pid
+    # would otherwise count as alive forever)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"submitit" in cmdline or b"bash" in cmdline
 
 
 def _recorded_start(jobs: Path, pid: int) -> str | None:

@@ -82,11 +82,14 @@ class SlurmScheduler(Scheduler):
             tres = parts[5] if len(parts) > 5 else ""
             seconds = int(elapsed) if elapsed.isdigit() else None
             gpus = tres_gpus(tres)
-            before = infos[jid].gpu_seconds if jid in infos else None
-            gpu_seconds = (before or 0.0) + seconds * gpus if seconds is not None and gpus is not None else before
+            prev = infos.get(jid)
+            gpu_seconds = prev.gpu_seconds if prev else None
+            if seconds is not None and gpus is not None:
+                gpu_seconds = (gpu_seconds or 0.0) + seconds * gpus
+            elapsed_all = ((prev.elapsed_all or 0) if prev else 0) + (seconds or 0)
             infos[jid] = JobInfo(job_id=jid, state=states.from_slurm(raw), raw_state=raw, elapsed=seconds,
                                  nodelist="" if nodelist.startswith("None") else nodelist, exit_code=exit_code,
-                                 gpu_seconds=gpu_seconds)
+                                 gpu_seconds=gpu_seconds, elapsed_all=elapsed_all)
         return infos
 
     def cancel(self, job_id: str, run_dir: Path) -> None:

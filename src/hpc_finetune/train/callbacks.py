@@ -110,7 +110,7 @@ class SaveOnSignalCallback(TrainerCallback):
     Every rank may see the signal at a different moment, so the ranks agree with one tiny all-reduce at each point.
     """
 
-    def __init__(self, signame: str = "") -> None:  # noqa: ARG002 - the signals come from train/signals.py
+    def __init__(self) -> None:  # the signals come from train/signals.py
         from hpc_finetune.train import signals
 
         signals.install()  # idempotent: train() installed it first; this covers a trainer built elsewhere

@@ -197,14 +197,21 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
 def train(cfg: RunConfig) -> dict:
     """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
     from hpc_finetune.train import signals
+    signals.reset()
     signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (train/signals.py)
+    # before anything imports bitsandbytes/peft (the callbacks below do): they ask CUDA for its devices, and CUDA
+    # reads CUDA_VISIBLE_DEVICES only then
+    limit_visible_devices(cfg)
     from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback, load_user_callbacks
 
     started = time.time()
     output_dir = default_output_dir(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_offline(cfg)
-    limit_visible_devices(cfg)
+    if cfg.launch.strategy == "fsdp":
+        # the accelerate launcher exports this; under torchrun the Trainer would only set it after the model
+        # loaded, and transformers' FSDP-aware loading (rank 0 reads, the others get the weights) checks it
+        os.environ.setdefault("ACCELERATE_USE_FSDP", "true")
     user_callbacks = load_user_callbacks(cfg.training.callbacks)  # before the model: a typo fails in seconds
     wandb_id = setup_wandb(cfg, output_dir)
     trainer, info = build_trainer(cfg, output_dir)
@@ -213,7 +220,7 @@ def train(cfg: RunConfig) -> dict:
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     tokens_per_row = info["train_tokens"] / max(1, info["train_rows"])
     progress = ProgressCallback(output_dir, int(rows_per_step * tokens_per_row))
-    signal_cb = SaveOnSignalCallback(os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2"))
+    signal_cb = SaveOnSignalCallback()
     trainer.add_callback(progress)
     trainer.add_callback(signal_cb)
     for callback in user_callbacks:

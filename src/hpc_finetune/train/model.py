@@ -118,8 +118,7 @@ def load_model(cfg: RunConfig, tokenizer: Any) -> Any:
         raise UserError(f"cannot load the model from {cfg.model.path}: {str(exc).splitlines()[0]}",
                         field="model.path") from None
     if cfg.model.chat_template_format in SPECIAL_TOKENS:
-        uses_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-        mean_resizing = not (quant is not None and uses_fsdp)  # mean resizing fails on meta embeddings (QLoRA+FSDP)
+        mean_resizing = not (quant is not None and cfg.launch.strategy == "fsdp")  # mean resizing fails on meta embeddings (QLoRA+FSDP)
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=8, mean_resizing=mean_resizing)
     model.config.use_cache = not cfg.training.gradient_checkpointing
     return model

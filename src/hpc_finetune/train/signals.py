@@ -47,6 +47,12 @@ def _handler(signum: int, frame: object) -> None:  # noqa: ARG001
         _request.update(signal=signal.Signals(signum).name, at=time.time())
 
 
+def reset() -> None:
+    """Forget a stop request of an earlier training in this process (in-process runs, tests); the node program's
+    stop file, if there is one, is read again by ``install``."""
+    _request.update(signal=None, at=None)
+
+
 def install() -> None:
     """Catch the checkpoint signals in this process, register it with the node program, and pick up a request that
     came before the handler. Idempotent."""
