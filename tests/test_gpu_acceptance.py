@@ -114,7 +114,7 @@ def test_each_case_loads_resolves_passes_check_and_renders(gpu_setup, name):
     from hpc_finetune.plan import inputs_from_run
 
     inputs = inputs_from_run(cfg, spec, profile)  # what `plan` predicts from: fp32 master weights for full
-    assert inputs.weight_bytes == (4.0 if name == "full-fp32-master" else 2.0)
+    assert inputs.load_dtype == ("float32" if name == "full-fp32-master" else "bfloat16")
     assert inputs.strategy == cfg.launch.strategy and inputs.cuda and inputs.gpu_memory_gb == 79.6
     total, overhead = ga.plan_gb(run_yaml, profile_path)
     assert overhead == 1.0 and 1.0 < total < 79.6
@@ -178,13 +178,13 @@ def test_row_arithmetic_from_run_files(tmp_path):
     assert row["mfu"] == pytest.approx(6 * 190e6 * tps / 989e12, abs=1e-4)
     assert (row["steps"], row["max_steps"], row["first_loss"], row["last_loss"]) == (60, 60, 5.75, 3.0)
     assert row["loss_falling"] is True and row["status"] == "completed"
-    gb = 12.5 * 2**30 / 1e9  # the core's GiB in plan's decimal GB
+    gb = 12.5  # the core writes decimal GB, the unit plan uses
     assert row["max_mem_gb"] == pytest.approx(gb, abs=1e-3) and row["mem_ratio"] == pytest.approx(gb / 14.0, abs=0.01)
     assert row["attention"] == "sdpa (flash_attention_2 asked, but the flash-attn package is not installed)"
     table = ga.render_table([row], card=H100, peak_text=peak_text, params=190_000_000)
     assert "H100 989 TFLOP/s dense bf16" in table and "190.0M-parameter" in table
     assert f"| flash-attn | completed | 60/60 | 5.750 | 3.000 | yes | {tps:,.0f} | " \
-           f"{6 * 190e6 * tps / 989e12:.1%} | 13.42 | 15.00 | 0.96 |" in table
+           f"{6 * 190e6 * tps / 989e12:.1%} | 12.50 | 15.00 | 0.89 |" in table
     assert ga.passed([row])
 
 
