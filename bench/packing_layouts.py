@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -61,6 +62,7 @@ def main() -> int:
     ms = {k: statistics.median(v) * 1000 for k, v in times.items()}
     print(f"| {args.label or args.demo.name} | {args.max_length} | {ms['ours']:,.0f} | {ms['trl']:,.0f} | "
           f"{ms['causal']:,.0f} | {ms['trl'] / ms['ours']:.2f} | {ms['causal'] / ms['ours']:.2f} |", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -108,7 +108,7 @@ def test_packed_loss_equals_samples_run_alone(home, demo_dir, tmp_path, attn):
     assert "attention_mask" not in batch  # an all-ones mask would switch off the per-sample masking
     packed = batch_loss(trainer, batch)
     alone = alone_loss(trainer.model, split_rows(rows))
-    assert packed == pytest.approx(alone, rel=1e-6), (packed, alone)
+    assert packed == pytest.approx(alone, rel=5e-6), (packed, alone)  # seen: 7e-8 apart
     if attn == "varlen":
         assert VARLEN_CALLS and VARLEN_CALLS[0] is True  # the packed batch reached it with its cu_seq_lens
         return
