@@ -25,7 +25,10 @@ def trained(demo_dir, tmp_path_factory):
     os.environ["WANDB_MODE"] = "disabled"
     try:
         cfg = load_run_config(demo_dir / "run.yaml", ["logging.wandb=disabled", f"output_dir={out}",
-                                                      "training.eval_strategy=steps", "training.eval_steps=30"])
+                                                      "training.eval_strategy=steps", "training.eval_steps=30",
+                                                      # one eval batch: the Trainer averages its batches' losses by
+                                                      # rows, so only then is its figure token-weighted like ours
+                                                      "training.per_device_eval_batch_size=64"])
         train(cfg)
     finally:
         if old is None:

@@ -97,7 +97,8 @@ class DataConfig:
     messages_field: str = opt("messages", "Column holding the conversation (format: chat).")
     eval_fraction: float = opt(0.0, "Fraction of train data held out for evaluation when no eval data is given.")
     completion_only_loss: bool = opt(False, "Chat: train only on assistant turns.")
-    append_concat_token: bool = opt(False, "Append EOS to each sample before packing.")
+    append_concat_token: bool = opt(False, "wrapped packing only: append EOS to each text sample (bfd and unpacked "
+                                           "layouts always do).")
     add_special_tokens: bool = opt(False, "Let the tokenizer add its special tokens (BOS) to each sample.")
     max_samples: Optional[int] = opt(None, "Use only the first N training samples.")
 

@@ -89,8 +89,24 @@ def loss_on(model: Any, ds: Any, pad_id: int, batch_size: int, device: Any) -> d
 
     total, count = 0.0, 0
     model.eval()
+    packed = "seq_lengths" in ds.column_names
     with torch.no_grad():
         for start in range(0, len(ds), batch_size):
+            if packed:  # rows of several samples: the training collator's position ids keep them apart
+                from hpc_finetune.train.packing import REAL_TOKENS, PackedCollator
+
+                batch = PackedCollator(pad_id)([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+                labels = batch.pop("labels")
+                batch.pop(REAL_TOKENS)
+                # use_cache=False: with a cache, transformers builds one causal mask and ignores the position ids
+                # (masking_utils: packed sequences are detected only without a cache and without an attention mask)
+                logits = model(**{k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()},
+                               use_cache=False).logits
+                target = labels[:, 1:].to(device)
+                total += F.cross_entropy(logits.float()[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                         ignore_index=-100, reduction="sum").item()
+                count += int((target != -100).sum())
+                continue
             batch = ds[start:start + batch_size]
             width = max(len(x) for x in batch["input_ids"])
             ids = torch.full((len(batch["input_ids"]), width), pad_id, dtype=torch.long)
@@ -100,7 +116,7 @@ def loss_on(model: Any, ds: Any, pad_id: int, batch_size: int, device: Any) -> d
                 ids[i, :len(x)] = torch.tensor(x)
                 labels[i, :len(y)] = torch.tensor(y)
                 mask[i, :len(x)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
             target = labels[:, 1:].to(device)
             total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1),
                                      ignore_index=-100, reduction="sum").item()
