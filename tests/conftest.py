@@ -156,30 +156,14 @@ def log_text(run_id: str, task: int = 0) -> str:
 
 
 def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
-    """The devcluster profile plus ``extra`` lines, as a site's own profile file found by $HPC_FINETUNE_CLUSTERS."""
+    """The devcluster profile with the settings in ``extra`` (YAML) replacing or adding to its own, as a site's own
+    profile file found by $HPC_FINETUNE_CLUSTERS (profiles refuse duplicate keys, so the settings are merged)."""
+    import yaml
+
     clusters = tmp_path / "clusters"
     clusters.mkdir(exist_ok=True)
-    profile = (Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text()
-    (clusters / f"{name}.yaml").write_text(profile + extra)
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "clusters" / "devcluster.yaml").read_text())
+    profile.update(yaml.safe_load(extra) or {})
+    (clusters / f"{name}.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
     return name
-
-
-def recorded_run(root: Path, run_id: str, *, state: str = "completed", segments: int = 1, gpus: int = 4) -> Path:
-    """A run directory with record.json, in the index of the current HPC_FINETUNE_HOME, as `submit` leaves it
-    (without a job): for the commands that read what a run left on disk (`report`, `sync`, `eval`)."""
-    from hpc_finetune.records import Registry, RunRecord, Segment
-
-    run_dir = root / run_id
-    (run_dir / "output").mkdir(parents=True)
-    rec = RunRecord(run_id=run_id, name=run_id, cluster="devcluster", scheduler="slurm", run_dir=str(run_dir),
-                    output_dir=str(run_dir / "output"), created=time.time(), nodes=1, gpus_per_node=gpus,
-                    processes_per_node=gpus, time_seconds=600, state=state,
-                    segments=[Segment(job_id=str(100 + i), started_by="submit" if i == 0 else "auto-requeue",
-                                      submitted=time.time(), state="completed" if i == segments - 1 else "requeued",
-                                      elapsed=600) for i in range(segments)])
-    rec.save()
-    registry = Registry()
-    registry.upsert(rec)
-    registry.close()
-    return run_dir
