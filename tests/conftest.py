@@ -167,3 +167,23 @@ def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
     (clusters / f"{name}.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     monkeypatch.setenv("HPC_FINETUNE_CLUSTERS", str(clusters))
     return name
+
+
+def recorded_run(root: Path, run_id: str, *, state: str = "completed", segments: int = 1, gpus: int = 4) -> Path:
+    """A run directory with record.json, in the index of the current HPC_FINETUNE_HOME, as `submit` leaves it
+    (without a job): for the commands that read what a run left on disk (`report`, `sync`, `eval`)."""
+    from hpc_finetune.records import Registry, RunRecord, Segment
+
+    run_dir = root / run_id
+    (run_dir / "output").mkdir(parents=True)
+    rec = RunRecord(run_id=run_id, name=run_id, cluster="devcluster", scheduler="slurm", run_dir=str(run_dir),
+                    output_dir=str(run_dir / "output"), created=time.time(), nodes=1, gpus_per_node=gpus,
+                    processes_per_node=gpus, time_seconds=600, state=state,
+                    segments=[Segment(job_id=str(100 + i), started_by="submit" if i == 0 else "auto-requeue",
+                                      submitted=time.time(), state="completed" if i == segments - 1 else "requeued",
+                                      elapsed=600) for i in range(segments)])
+    rec.save()
+    registry = Registry()
+    registry.upsert(rec)
+    registry.close()
+    return run_dir
