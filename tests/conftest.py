@@ -155,6 +155,17 @@ def log_text(run_id: str, task: int = 0) -> str:
     return cli("logs", run_id, "--task", str(task), check=True).stdout
 
 
+def wait_for(what: str, predicate, timeout: float = 300, every: float = 1.0):
+    """The first truthy value of ``predicate()``, polled every ``every`` seconds; an AssertionError after ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def profile_with(tmp_path: Path, monkeypatch, name: str, extra: str) -> str:
     """The devcluster profile with the settings in ``extra`` (YAML) replacing or adding to its own, as a site's own
     profile file found by $HPC_FINETUNE_CLUSTERS (profiles refuse duplicate keys, so the settings are merged)."""

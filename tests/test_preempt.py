@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, log_text, profile_with, status_of, submit, wait_state
+from conftest import cli, log_text, profile_with, status_of, submit, wait_for, wait_state
 
 HERE = Path(__file__).resolve().parent
 GATE = f"{HERE / 'startup_gate.py'}:StartupGate"
@@ -43,16 +43,6 @@ def kinds(row: dict) -> list[str]:
 def steps_logged(row: dict) -> list[int]:
     path = Path(row["run_dir"]) / "output" / "steps.log"
     return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def wait_for(what: str, predicate, timeout: float = 300, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def children(pid: int) -> list[int]:

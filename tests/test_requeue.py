@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, log_text, profile_with, status_of, submit, wait_state, wandb_offline_history
+from conftest import cli, log_text, profile_with, status_of, submit, wait_for, wait_state, wandb_offline_history
 
 pytestmark = pytest.mark.slurm
 
@@ -42,16 +42,6 @@ def events(row: dict) -> list[dict]:
 def steps_logged(row: dict) -> list[int]:
     path = output_of(row) / "steps.log"
     return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def wait_for(what: str, predicate, timeout: float = 300, every: float = 1.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_time_limit_requeues_until_done_one_and_two_nodes(home, devcluster, demo_dir, tmp_path, monkeypatch):
