@@ -9,4 +9,4 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" -e ".[${EXTRAS:-train,deepspeed,test}]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import hpc_finetune, torch, transformers, trl, peft; print('hpc-finetune', hpc_finetune.__version__, 'torch', torch.__version__)"
+.venv/bin/python -c "import hpc_finetune.train, torch, transformers, trl, peft; print('hpc-finetune', hpc_finetune.__version__, 'torch', torch.__version__)"
