@@ -190,10 +190,7 @@ def test_check_reads_the_live_partition(home, devcluster, demo_dir, tmp_path, mo
     assert "no runs yet" in cli("status").stdout
 
     # a profile that promises more than the site gives: the live limits catch what the profile would let through
-    loose = profile_with(tmp_path, monkeypatch, "loose", "")
-    text = (tmp_path / "clusters" / "loose.yaml").read_text()
-    text = text.replace("max_nodes: 2", "max_nodes: 16").replace("gpus_per_node: 4", "gpus_per_node: 8")
-    (tmp_path / "clusters" / "loose.yaml").write_text(text.replace('max_time: "02:00:00"', 'max_time: "10:00:00"'))
+    loose = profile_with(tmp_path, monkeypatch, "loose", "max_nodes: 16\ngpus_per_node: 8\nmax_time: '10:00:00'\n")
     proc = cli("check", "--cluster", loose, "--nodes", "3", "--gpus", "8", "--time", "04:00:00",
                str(demo_dir / "run.yaml"))
     assert proc.returncode == 2, proc.stdout
