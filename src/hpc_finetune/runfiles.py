@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune.jsonlog import read_objects
 from hpc_finetune.records import Registry, RunRecord, load_record, read_json
 from hpc_finetune.segments import read_events
 
@@ -51,19 +51,7 @@ def locate(run: str, registry: Optional[Registry] = None) -> RunFiles:
 
 def progress_entries(output_dir: Path) -> list[dict]:
     """Every record in OUTPUT/progress.jsonl, in file order (a line cut by a killed job is skipped)."""
-    try:
-        text = (Path(output_dir) / PROGRESS).read_text(encoding="utf-8")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            out.append(entry)
-    return out
+    return [e for e in read_objects(Path(output_dir) / PROGRESS) if isinstance(e.get("step"), int)]
 
 
 def kind_of(entry: dict) -> str:

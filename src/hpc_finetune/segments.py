@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune.jsonlog import read_objects
+
 ATTEMPTS = "attempts.jsonl"
 MAX_EVENTS_BYTES = 8 * 1024 * 1024
 
@@ -38,22 +40,7 @@ def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
 
 
 def read_events(run_dir: Path | str) -> list[dict]:
-    try:
-        with (Path(run_dir) / ATTEMPTS).open("rb") as f:  # bounded: the newest MAX_EVENTS_BYTES are plenty
-            size = f.seek(0, 2)
-            f.seek(max(0, size - MAX_EVENTS_BYTES))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a killed job
-        if isinstance(event, dict):
-            out.append(event)
-    return out
+    return read_objects(Path(run_dir) / ATTEMPTS, tail_bytes=MAX_EVENTS_BYTES)  # bounded: the newest are plenty
 
 
 def current_step(output_dir: Path | str) -> int:
