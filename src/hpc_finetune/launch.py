@@ -62,7 +62,7 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
     env = os.environ if environ is None else environ
     hostname = socket.gethostname()
     if "SLURM_JOB_ID" in env and env.get("SUBMITIT_EXECUTOR") != "local":
-        job_id = env["SLURM_JOB_ID"]
+        job_id = segments.own_job_id(env)  # an array task: ARRAY_TASK, the id scontrol and the run's events use
         num_nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
         node_rank = int(env.get("SLURM_NODEID", 0))
         main_host = slurm_hostnames(env.get("SLURM_JOB_NODELIST", hostname))[0]
@@ -73,7 +73,8 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
     else:
         job_id = env.get("SUBMITIT_LOCAL_JOB_ID", str(os.getpid()))
         num_nodes, node_rank, main_host, main_addr = 1, 0, hostname, "127.0.0.1"
-    return NodeInfo(node_rank, num_nodes, hostname, main_host, main_addr, port_for_job(job_id), job_id)
+    port = port_for_job(env.get("SLURM_JOB_ID", job_id))  # the raw id: unique per array task, too
+    return NodeInfo(node_rank, num_nodes, hostname, main_host, main_addr, port, job_id)
 
 
 def _ignoring(signums: tuple[int, ...]):

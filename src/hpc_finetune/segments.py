@@ -30,8 +30,18 @@ ATTEMPTS = "attempts.jsonl"
 MAX_EVENTS_BYTES = 8 * 1024 * 1024
 
 
+def own_job_id(environ: Optional[dict] = None) -> str:
+    """This job's id as the run records it and as scontrol/scancel take it: ``ARRAY_TASK`` (``6_0``) for a job-array
+    task, whose SLURM_JOB_ID is a raw id of its own (and, for the array's last task, the array's id: `scontrol
+    requeue` of that would requeue every task); else SLURM_JOB_ID, or the local controller's id."""
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID", env.get("SUBMITIT_LOCAL_JOB_ID", ""))
+
+
 def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
-    line = {"event": event, "job_id": os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")),
+    line = {"event": event, "job_id": own_job_id(),
             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             "host": os.uname().nodename, "time": time.time(), **fields}
     with open(Path(run_dir) / ATTEMPTS, "a") as f:
@@ -168,7 +178,7 @@ def after_failure(run_dir: str, output_dir: str, status: int, retry_on_failure: 
     requeued here, once, unless the node program already did."""
     step = current_step(output_dir)
     events = read_events(run_dir)
-    job_id = os.environ.get("SLURM_JOB_ID", "")
+    job_id = own_job_id() if os.environ.get("SLURM_JOB_ID") else ""
     mine = segment_events(events, job_id, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
     if any(e.get("event") in ("requeued", "stopped", "terminated") for e in mine):
         return False

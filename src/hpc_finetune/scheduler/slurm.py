@@ -11,7 +11,9 @@ from hpc_finetune import states
 from hpc_finetune.errors import UserError
 from hpc_finetune.scheduler.base import JobInfo, Scheduler
 
-SACCT_FIELDS = "JobIDRaw,State,ElapsedRaw,NodeList,ExitCode,AllocTRES"
+# JobID, not JobIDRaw: an array task's raw id is not its ``ARRAY_TASK`` id, and pending tasks share one row
+# (campaigns/arrays.py); for a plain job the two are the same
+SACCT_FIELDS = "JobID,State,ElapsedRaw,NodeList,ExitCode,AllocTRES"
 GPU_TRES = re.compile(r"(?:^|,)gres/gpu(?::[^=,]+)?=(\d+)")
 
 
@@ -66,27 +68,31 @@ class SlurmScheduler(Scheduler):
         return str(job.job_id)
 
     def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
+        from hpc_finetune.campaigns.arrays import group_rows, query_ids
+
         if not job_ids:
             return {}
         # --duplicates: a job requeued in place keeps its id, and without it sacct shows only its last instance; every
-        # instance is listed oldest first, so the last row is the current state and GPU time sums over all of them
-        out = run(["sacct", "-X", "--duplicates", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)],
+        # instance is listed oldest first, so the last row is the current state and GPU time sums over all of them.
+        # An array is asked for once by its own id: a pending task has no row of its own (`-j 6_2` shows nothing)
+        out = run(["sacct", "-X", "--duplicates", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(query_ids(job_ids))],
                   "status")
         self.calls += 1
+        wanted = set(job_ids)
         infos: dict[str, JobInfo] = {}
-        for line in out.splitlines():
-            parts = line.split("|")
-            if len(parts) < 5:
+        rows = [line.split("|") for line in out.splitlines()]
+        for jid, instances in group_rows((r for r in rows if len(r) >= 5), 0).items():
+            if jid not in wanted:
                 continue
-            jid, raw, elapsed, nodelist, exit_code = parts[:5]
-            tres = parts[5] if len(parts) > 5 else ""
-            seconds = int(elapsed) if elapsed.isdigit() else None
-            gpus = tres_gpus(tres)
-            prev = infos.get(jid)
-            gpu_seconds = prev.gpu_seconds if prev else None
-            if seconds is not None and gpus is not None:
-                gpu_seconds = (gpu_seconds or 0.0) + seconds * gpus
-            elapsed_all = ((prev.elapsed_all or 0) if prev else 0) + (seconds or 0)
+            gpu_seconds, elapsed_all = None, 0
+            for parts in instances:
+                _, raw, elapsed, nodelist, exit_code = parts[:5]
+                tres = parts[5] if len(parts) > 5 else ""
+                seconds = int(elapsed) if elapsed.isdigit() else None
+                gpus = tres_gpus(tres)
+                if seconds is not None and gpus is not None:
+                    gpu_seconds = (gpu_seconds or 0.0) + seconds * gpus
+                elapsed_all += seconds or 0
             infos[jid] = JobInfo(job_id=jid, state=states.from_slurm(raw), raw_state=raw, elapsed=seconds,
                                  nodelist="" if nodelist.startswith("None") else nodelist, exit_code=exit_code,
                                  gpu_seconds=gpu_seconds, elapsed_all=elapsed_all)
