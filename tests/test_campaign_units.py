@@ -80,14 +80,15 @@ def test_check_members_names_the_first_bad_member_and_its_key():
 
     def check(m):
         if m.values["training.learning_rate"] == "abc":
-            raise UserError("expected a number, got 'abc'", source="--grid training.learning_rate",
+            raise UserError("expected a number, got 'abc'", source="--grid",
                             field="training.learning_rate")
         return m.run_id
 
     with pytest.raises(UserError) as err:
         members.check_members(ms, check)
     text = str(err.value)
-    assert text.startswith("--grid: member 1 (training.learning_rate=abc): ") and "expected a number" in text
+    assert text.startswith("member 1 (training.learning_rate=abc): --grid: training.learning_rate: ") \
+        and "expected a number" in text
 
 
 # --- sacct array rows (captured on the dev cluster)

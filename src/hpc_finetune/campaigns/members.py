@@ -70,8 +70,7 @@ def check_members(members: list[Member], check: Callable[[Member], Any]) -> list
         except UserErrors as exc:
             first = exc.errors[0]
             raise UserError(f"member {m.index} ({shorten(m.describe(), 120)}): {first}"
-                            + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""),
-                            source="--grid") from None
+                            + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else "")) from None
         except UserError as exc:
-            raise UserError(f"member {m.index} ({shorten(m.describe(), 120)}): {exc}", source="--grid") from None
+            raise UserError(f"member {m.index} ({shorten(m.describe(), 120)}): {exc}") from None
     return out

@@ -15,3 +15,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", "-p", help="partition")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set training.learning_rate=2e-4 (repeatable)")
+
+
+def add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    """A sweep's grid (`sweep`, and `render` of a sweep's array script)."""
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a config key and its values; members are every combination (repeatable; not resources.* "
+                        "or launch.*: the members of one job array share one resource request)")
+    p.add_argument("--seeds", type=int, metavar="N", help="N members per grid point, training.seed = the config's "
+                                                          "seed, +1, ...")
+    p.add_argument("--max-parallel", type=int, metavar="K", help="at most K members running at once (--array=...%%K)")
+    p.add_argument("--name", help="campaign name (default: the run config's name); members are NAME-<values>")

@@ -12,7 +12,9 @@ from hpc_finetune.errors import UserError
 
 COMMANDS = {
     "submit": "Render, check and submit a run to the cluster (or this machine).",
-    "render": "Print the job script that `submit` would send, byte for byte.",
+    "sweep": "Submit a grid of runs (learning rates, ranks, seeds...) as one Slurm job array: one campaign.",
+    "compare": "A campaign's members side by side (losses, tokens/s, steps, GPU-hours, requeues), best first.",
+    "render": "Print the job script that `submit` (or `sweep`, with --grid) would send, byte for byte.",
     "status": "Show runs: state, job, nodes x GPUs, time, progress.",
     "logs": "Print (or follow) a run's log.",
     "cancel": "Cancel a run's live job.",

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_finetune.cli.args import add_run_arguments
+from hpc_finetune.cli.args import add_grid_arguments, add_run_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
+    add_grid_arguments(p)  # with --grid/--seeds: the job-array script `sweep` would send (members on stderr)
     p.add_argument("--all", action="store_true", help="also print the launcher config files (accelerate, "
                                                       "DeepSpeed) that submit writes to the run directory")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grid or args.seeds is not None:
+        from hpc_finetune.cli.sweep import dry_run
+
+        return dry_run(args, check=False)
     from hpc_finetune.cli.common import prepare
     from hpc_finetune.records import Registry
     from hpc_finetune.render import launch_files

@@ -11,7 +11,8 @@ from hpc_finetune.states import LIVE, REQUEUEABLE, RUNNING
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run id (see `status`) or run directory")
+    p.add_argument("run", help="run id (see `status`) or run directory; or a campaign id: its members that ended "
+                               "without completing, again as one job array")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +23,19 @@ def run(args: argparse.Namespace) -> int:
     from hpc_finetune.tracking import current
 
     registry = Registry()
+    from hpc_finetune.cli.status import _campaign_name
+
+    if _campaign_name(registry, args.run):
+        from hpc_finetune.campaigns.actions import requeue_campaign
+        from hpc_finetune.campaigns.store import open_campaign
+        from hpc_finetune.tracking import refresh
+
+        campaign, records = open_campaign(registry, args.run)
+        refresh(registry, records)
+        array_id, again = requeue_campaign(registry, campaign, records)
+        print(f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
+              + ", ".join(f"{r.run_id} ({r.job_id})" for r in again))
+        return 0
     rec = current(registry, args.run)
     scheduler = get_scheduler(rec.scheduler)
     if rec.kind != "train":

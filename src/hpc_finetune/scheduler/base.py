@@ -30,6 +30,14 @@ class Scheduler(abc.ABC):
     def submit(self, run_dir: Path, script: str, program: Any, *, time_seconds: int, max_requeues: int) -> str:
         """Submit ``script`` (already rendered) that runs ``program`` (a picklable callable) on each node."""
 
+    def submit_array(self, script_path: Path, members: list[tuple[Path, Any]], *, time_seconds: int,
+                     max_requeues: int, indices: Optional[str] = None) -> str:
+        """Submit the job array in ``script_path`` whose task i runs ``members[i]``'s program (run dir, program);
+        returns the array's job id (task i is ``ID_i``). ``indices``: only those tasks (``1,3%2``)."""
+        from hpc_finetune.errors import UserError
+
+        raise UserError(f"the {self.name} scheduler does not run job arrays", source="sweep")
+
     @abc.abstractmethod
     def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
         """States of many jobs with one scheduler call."""

@@ -67,6 +67,33 @@ class SlurmScheduler(Scheduler):
         self.calls += 1
         return str(job.job_id)
 
+    def submit_array(self, script_path: Path, members: list[tuple[Path, Any]], *, time_seconds: int,
+                     max_requeues: int, indices: Optional[str] = None) -> str:
+        """Each member's program is pickled into its run directory BEFORE sbatch (RUN_DIR/jobs/member_submitted.pkl,
+        as submitit's DelayedSubmission with its timeout bookkeeping), so no task can start without it: submitit's
+        own map_array moves the pickles to ``ARRAY_TASK_submitted.pkl`` only after sbatch returned, and a task
+        that starts first waits 60 s for them (core/submission.py process_job) and then fails. The array script
+        copies the member's pickle to that name at run time (campaigns/arrayscript.py)."""
+        from submitit.core.utils import DelayedSubmission
+
+        from hpc_finetune.campaigns.arrayscript import MEMBER_PICKLE
+
+        for run_dir, program in members:
+            jobs = run_dir / "jobs"
+            jobs.mkdir(parents=True, exist_ok=True)
+            delayed = DelayedSubmission(program)
+            delayed.set_timeout(max(1, time_seconds // 60), max_requeues)  # as submitit's executor does
+            tmp = jobs / f".{MEMBER_PICKLE}.tmp"
+            delayed.dump(tmp)
+            tmp.replace(jobs / MEMBER_PICKLE)
+        # indices: some members again (a campaign's `requeue`), e.g. "1,3%2"; sbatch's --array beats the script's
+        out = run(["sbatch", "--parsable", *([f"--array={indices}"] if indices else []), str(script_path)], "sweep")
+        self.calls += 1
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise UserError(f"sbatch answered {out.strip()[:80]!r}, not a job id", source="sweep")
+        return job_id
+
     def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
         from hpc_finetune.campaigns.arrays import group_rows, query_ids
 

@@ -1,0 +1,92 @@
+"""`status`'s campaign view: the runs of one campaign folded into one row (members completed/running/pending/failed,
+best so far), from the index alone (no record is read, no scheduler call beyond status's one batched sacct)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from hpc_finetune.states import COMPLETED, LIVE, PENDING, REQUEUED, RUNNING, UNKNOWN
+
+GROUPS = ("completed", "running", "pending", "failed")
+
+
+def group(state: str) -> str:
+    """A run state as one of the four member counts (stopped, cancelled, timeout, ... count as failed)."""
+    if state == COMPLETED:
+        return "completed"
+    if state == RUNNING:
+        return "running"
+    if state in (PENDING, REQUEUED, UNKNOWN) or state in LIVE:
+        return "pending"
+    return "failed"
+
+
+def _loss(progress: Any) -> Optional[float]:
+    if isinstance(progress, str):
+        try:
+            progress = json.loads(progress)
+        except ValueError:
+            return None
+    if not isinstance(progress, dict):
+        return None
+    value = progress.get("final_loss", progress.get("loss"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summary(campaign: str, runs: list[dict]) -> dict:
+    """One row for a campaign from its runs' index rows (``runs``: every run of it)."""
+    members = [r for r in runs if (r.get("kind") or "train") == "train"]
+    others = [r for r in runs if (r.get("kind") or "train") != "train"]
+    counts = {g: 0 for g in GROUPS}
+    for r in members:
+        counts[group(r["state"])] += 1
+    losses = [(loss, r["run_id"]) for r in members if (loss := _loss(r.get("progress"))) is not None]
+    best = min(losses) if losses else None
+    live = any(r["state"] in LIVE for r in runs)
+    jobs = list(dict.fromkeys((r.get("job_id") or "").split("_")[0] for r in members if r.get("job_id")))
+    first = members[0] if members else runs[0]
+    if live:
+        state = "running" if counts["running"] or any(r["state"] == RUNNING for r in others) else "pending"
+    else:
+        state = "completed" if counts["completed"] == len(members) and all(
+            r["state"] == COMPLETED for r in others) else "ended"
+    return {
+        "run_id": campaign, "campaign": campaign, "kind": "campaign", "state": state, "members": len(members),
+        "counts": counts, "stage_jobs": len(others), "job_id": ",".join(jobs) or "-",
+        "best": {"run_id": best[1], "train_loss": best[0]} if best else None,
+        "nodes": first.get("nodes"), "gpus_per_node": first.get("gpus_per_node"),
+        "created": min(r.get("created") or 0 for r in runs),
+        "gpu_hours": round(sum(r.get("gpu_hours") or 0 for r in runs), 4),
+        "requeues": sum(r.get("requeues") or 0 for r in runs),
+    }
+
+
+def counts_text(row: dict) -> str:
+    c = row["counts"]
+    text = f"{row['members']} member(s): " + ", ".join(f"{c[g]} {g}" for g in GROUPS)
+    if row.get("stage_jobs"):
+        text += f"; {row['stage_jobs']} stage job(s)"
+    return text
+
+
+def best_text(row: dict) -> str:
+    best = row.get("best")
+    return f"best so far {best['run_id']} (train loss {best['train_loss']:.4g})" if best else ""
+
+
+def fold(rows: list[dict], members_of) -> list[dict]:
+    """``rows`` (status's, oldest first) with every campaign's runs replaced by one campaign row where its first run
+    stood. ``members_of(campaign)`` gives every run of the campaign as index rows (also those ``rows`` left out)."""
+    out: list[dict] = []
+    seen: set[str] = set()
+    for r in rows:
+        c = r.get("campaign") or ""
+        if not c:
+            out.append(r)
+            continue
+        if c in seen:
+            continue
+        seen.add(c)
+        out.append(summary(c, members_of(c) or [r]))
+    return out
