@@ -61,6 +61,46 @@ def live_runs(home: Path, work: Path, n: int) -> Path:
     return bin_dir
 
 
+def live_campaign(home: Path, work: Path, members: int = 50, running: int = 10) -> Path:
+    """A sweep of ``members`` live array tasks (``running`` of them running, the rest pending as one ``A_[...]``
+    row, as sacct shows an array) with its campaign.json, and a recorded `sacct` that answers for them and counts
+    its calls. Returns the bin folder to put first on PATH."""
+    from hpc_finetune.campaigns.store import Campaign, CampaignMember
+    from hpc_finetune.records import Registry, RunRecord, Segment
+
+    reg = Registry(home / "registry.sqlite")
+    array = 700000
+    root = work / "camp-runs"
+    campaign_dir = root / "lr-sweep"
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    camp = Campaign(campaign_id="lr-sweep", name="lr-sweep", kind="sweep", campaign_dir=str(campaign_dir),
+                    cluster="devcluster", scheduler="slurm", created=1.8e9, array_job_id=str(array), max_parallel=running)
+    lines = []
+    for i in range(members):
+        rd = root / f"lr-sweep-m{i:02d}"
+        rd.mkdir(parents=True, exist_ok=True)
+        state = "running" if i < running else "pending"
+        rec = RunRecord(run_id=rd.name, name=rd.name, cluster="devcluster", scheduler="slurm", run_dir=str(rd),
+                        output_dir=str(rd / "output"), created=1.8e9 + i, nodes=1, gpus_per_node=4,
+                        processes_per_node=4, time_seconds=86400, state=state, campaign="lr-sweep", member=i,
+                        segments=[Segment(job_id=f"{array}_{i}", started_by="submit", submitted=1.8e9)])
+        rec.save()
+        reg.upsert(rec, {"step": 10 * i, "max_steps": 1000, "loss": 2.0 - i / 100})
+        camp.members.append(CampaignMember(i, rd.name, {"training.learning_rate": f"{i}e-5"}))
+        if i < running:
+            lines.append(f"{array}_{i}|RUNNING|{3600 + i}|gpu{i:03d}|0:0|billing=8,cpu=8,gres/gpu=4,mem=480G,node=1")
+    lines.append(f"{array}_[{running}-{members - 1}%{running}]|PENDING|0|None assigned|0:0|")
+    camp.save()
+    reg.close()
+    bin_dir = work / "campaign-bin"
+    bin_dir.mkdir(exist_ok=True)
+    (work / "sacct-campaign.out").write_text("\n".join(lines) + "\n")
+    script = bin_dir / "sacct"
+    script.write_text(f"#!/bin/sh\necho call >> {work / 'sacct-campaign.calls'}\ncat {work / 'sacct-campaign.out'}\n")
+    script.chmod(0o755)
+    return bin_dir
+
+
 def timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -99,6 +139,14 @@ def main() -> int:
     live_case = "hpc-finetune status (10,000 runs, 100 live: one recorded sacct)"
     cases[live_case] = ([PY, "-m", "hpc_finetune", "status"],
                         dict(env, HPC_FINETUNE_HOME=str(live_home), PATH=f"{bin_dir}:{env['PATH']}"))
+    camp_home = work / "reg10000-campaign"
+    synthetic_registry(camp_home, 10000)
+    camp_bin = live_campaign(camp_home, work)
+    camp_env = dict(env, HPC_FINETUNE_HOME=str(camp_home), PATH=f"{camp_bin}:{env['PATH']}")
+    camp_cases = ["hpc-finetune status (10,000 runs + a live 50-member campaign: one recorded sacct)",
+                  "hpc-finetune status lr-sweep (the campaign's 50 members)"]
+    cases[camp_cases[0]] = ([PY, "-m", "hpc_finetune", "status"], camp_env)
+    cases[camp_cases[1]] = ([PY, "-m", "hpc_finetune", "status", "lr-sweep"], camp_env)
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for name, (cmd, e) in cases.items():  # warm-up (page cache, .pyc)
         timed(cmd, e)
@@ -118,6 +166,10 @@ def main() -> int:
     runs_of_live_case = 1 + args.repeats
     lines += ["", f"Scheduler calls: {calls} `sacct` calls for {runs_of_live_case} `status` runs over 100 live jobs "
                   f"({calls / runs_of_live_case:g} per status)."]
+    camp_calls = (work / "sacct-campaign.calls").read_text().count("call")
+    camp_runs = 2 * (1 + args.repeats)
+    lines += [f"Campaign: {camp_calls} `sacct` calls for {camp_runs} `status`/`status lr-sweep` runs over a live "
+              f"50-member array ({camp_calls / camp_runs:g} per status)."]
     table = "\n".join(lines)
     print(table)
     if args.out:
