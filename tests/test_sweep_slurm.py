@@ -88,33 +88,48 @@ def test_sweep_is_one_array_bounded_ranked_and_one_member_survives_preemption(ho
     wait_for("member 0 at step 20", lambda: len(steps_logged(first)) >= 20, timeout=300)
     subprocess.run(["scancel", "--signal=USR2", f"{array_id}_0"], check=True)
     wait_for("member 0 requeued", lambda: any(e["event"] == "requeued" for e in events(first)), timeout=120)
+    # cancel member 3 while it waits (one array task, by its member run id); the others go on
+    last = rows[3]["run_id"]
+    assert f"cancelled job {array_id}_3 of run {last}" in cli("cancel", last, check=True).stdout
 
     def ended():
         rows = members("lr-r")
         return rows if all(r["state"] not in ("pending", "running", "requeued", "unknown") for r in rows) else None
 
     rows = wait_for("every member to end", ended, timeout=900, every=3)
+    assert [r["state"] for r in rows] == ["completed"] * 3 + ["cancelled"], [
+        (r["run_id"], r["state"], r["reason"]) for r in rows]
+    # at most two members ran at once, by Slurm's own accounting (every instance, the preempted one's included)
+    inst = sacct_instances(array_id)
+    assert {f"{array_id}_{i}" for i in range(3)} <= {jid for jid, *_ in inst}
+    assert [s for jid, s, *_ in inst if jid == f"{array_id}_0"][-1] == "COMPLETED"
+    assert most_at_once([(s, e) for _, _, s, e in inst]) <= 2
+    assert most_at_once([(s, e) for _, _, s, e in inst]) == 2  # and the array did run two at once
+
+    # `requeue CAMPAIGN`: the member that did not complete, again, as a new array of just that task
+    out = cli("requeue", "lr-r", check=True).stdout
+    again = re.search(rf"campaign lr-r: 1 member\(s\) again as job array (\d+): {last} \((\d+_3)\)", out)
+    assert again, out
+    rows = wait_for("the requeued member to end", ended, timeout=600, every=3)
     assert [r["state"] for r in rows] == ["completed"] * 4, [(r["run_id"], r["state"], r["reason"]) for r in rows]
+    record = json.loads((Path(rows[3]["run_dir"]) / "record.json").read_text())
+    assert [s["job_id"] for s in record["segments"]] == [f"{array_id}_3", again.group(2)]
 
     # member 0: one requeue, same task id, every optimizer step logged exactly once across the two segments
     ev = events(first)
-    assert [e["event"] for e in ev] == ["start", "requeued", "start", "completed"], ev
-    assert {e["job_id"] for e in ev} == {f"{array_id}_0"} and ev[-1]["restart"] == 1
-    assert ev[1]["reason"] == "preempted"
-    assert steps_logged(first) == list(range(1, STEPS + 1))
-    assert rows[0]["requeues"] == 1
+    kinds = [e["event"] for e in ev]
+    assert kinds[:3] == ["start", "requeued", "start"] and kinds[-1] == "completed", ev
+    assert {e["job_id"] for e in ev} == {f"{array_id}_0"}  # every segment under its array task id
+    assert ev[1]["reason"] == "preempted" and ev[1]["step"] >= 20
+    assert steps_logged(first) == list(range(1, STEPS + 1))  # every optimizer step logged once
+    assert rows[0]["requeues"] == kinds.count("requeued") >= 1
+    saved = first / "output" / f"checkpoint-{ev[1]['step']}"
+    assert f"resume_from={saved}" in cli("logs", rows[0]["run_id"], check=True).stdout
     # the others: untouched (one segment, no requeue, never restarted)
-    for row in rows[1:]:
+    for row in rows[1:3]:
         ev = events(Path(row["run_dir"]))
         assert [e["event"] for e in ev] == ["start", "completed"] and ev[0]["restart"] == 0, ev
         assert steps_logged(Path(row["run_dir"])) == list(range(1, STEPS + 1)) and row["requeues"] == 0
-
-    # at most two members ran at once, by Slurm's own accounting (every instance, the preempted one's included)
-    inst = sacct_instances(array_id)
-    assert sorted({jid for jid, *_ in inst}) == [f"{array_id}_{i}" for i in range(4)]
-    assert [s for jid, s, *_ in inst if jid == f"{array_id}_0"] == ["REQUEUED", "COMPLETED"]
-    assert most_at_once([(s, e) for _, _, s, e in inst]) <= 2
-    assert most_at_once([(s, e) for _, _, s, e in inst]) == 2  # and the array did run two at once
 
     # status: one row for the campaign, from one sacct call
     table = cli("status", check=True).stdout
@@ -133,6 +148,6 @@ def test_sweep_is_one_array_bounded_ranked_and_one_member_survives_preemption(ho
                               "summary.json").read_text())
         assert m["final_loss"] == summary["final_loss"] and m["step"] == summary["step"] == STEPS
         assert m["gpu_hours"] > 0
-    assert [m["requeues"] for m in ranked if m["member"] == 0] == [1]
+    assert [m["requeues"] for m in ranked if m["member"] == 3] == [1]
     text = cli("compare", "lr-r", check=True).stdout
     assert text.splitlines()[2].startswith(f"1  {ranked[0]['run_id']}")
