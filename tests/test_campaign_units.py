@@ -184,3 +184,55 @@ def test_rank_compares_one_metric_for_all_and_puts_runs_without_one_last(tmp_pat
     best, metric, value = ranking.best([x, z])
     assert (best.run_id, metric, value) == ("z", "eval_loss", 1.2)
     assert ranking.best([empty]) == (None, "train_loss", None)
+
+
+# --- status's campaign row (from index rows alone)
+
+def index_row(run_id, state, *, campaign="c", kind="train", loss=None, job="6_0", created=1.0):
+    return {"run_id": run_id, "state": state, "campaign": campaign, "kind": kind, "job_id": job, "nodes": 1,
+            "gpus_per_node": 4, "created": created, "gpu_hours": 1.5, "requeues": 0,
+            "progress": {"step": 5, "loss": loss} if loss is not None else None}
+
+
+def test_campaign_row_counts_members_and_names_the_best_so_far():
+    from hpc_finetune.campaigns import status
+
+    runs = [index_row("c-a", "completed", loss=2.0), index_row("c-b", "running", loss=1.5, job="6_1"),
+            index_row("c-c", "requeued", job="6_2"), index_row("c-d", "stopped", loss=1.2, job="6_3"),
+            index_row("c-e", "pending", job="6_4"), index_row("c-merge", "pending", kind="merge", job="9")]
+    row = status.summary("c", runs)
+    assert row["counts"] == {"completed": 1, "running": 1, "pending": 2, "failed": 1}
+    assert row["members"] == 5 and row["stage_jobs"] == 1 and row["state"] == "running" and row["job_id"] == "6"
+    assert row["best"] == {"run_id": "c-d", "train_loss": 1.2} and row["gpu_hours"] == 9.0
+    assert status.counts_text(row) == "5 member(s): 1 completed, 1 running, 2 pending, 1 failed; 1 stage job(s)"
+    done = status.summary("c", [index_row("c-a", "completed"), index_row("c-b", "completed", job="6_1")])
+    assert done["state"] == "completed" and done["best"] is None and status.best_text(done) == ""
+    assert status.summary("c", [index_row("c-a", "completed"), index_row("c-b", "failed")])["state"] == "ended"
+
+
+def test_fold_puts_one_row_where_the_campaign_first_appears():
+    from hpc_finetune.campaigns import status
+
+    rows = [index_row("plain-1", "completed", campaign=""), index_row("c-a", "running"),
+            index_row("plain-2", "running", campaign=""), index_row("c-b", "pending", job="6_1")]
+    every = {"c": [index_row("c-old", "completed", loss=0.5, job="6_9"), rows[1], rows[3]]}
+    out = status.fold(rows, lambda c: every[c])
+    assert [r["run_id"] for r in out] == ["plain-1", "c", "plain-2"]
+    assert out[1]["members"] == 3 and out[1]["best"]["run_id"] == "c-old"  # members beyond the rows shown count
+
+
+def test_compare_rows_rank_by_the_common_metric(tmp_path):
+    from hpc_finetune.campaigns import compare
+    from hpc_finetune.records import RunRecord
+
+    recs = []
+    for name, final in (("a", 2.5), ("b", None), ("c", 2.1)):
+        ns = run_dir(tmp_path, name, losses=(3.0, final or 2.9), final=final)
+        recs.append(RunRecord(run_id=name, name=name, cluster="x", scheduler="slurm", run_dir=ns.run_dir,
+                              output_dir=ns.output_dir, created=1.0, nodes=1, gpus_per_node=4,
+                              processes_per_node=4, time_seconds=60, member=len(recs), requeues=1))
+    metric, rows = compare.rows(recs, {"a": {"lora.r": "8"}})
+    assert metric == "train_loss" and [r["run_id"] for r in rows] == ["c", "a", "b"]
+    assert [r["rank"] for r in rows] == [1, 2, 3]  # b is still running: its last logged loss (2.9) counts
+    text = compare.table(metric, rows)
+    assert text.splitlines()[1].split()[:2] == ["1", "c"] and "ranked by final train loss" in text
