@@ -59,3 +59,26 @@ def requeue_campaign(registry: Registry, campaign: Campaign, records: list[RunRe
         rec.save()
         registry.upsert(rec)
     return array_id, again
+
+
+def cancel_named(registry: Registry, name: str) -> str:
+    """`cancel CAMPAIGN`: what to print."""
+    from hpc_finetune.campaigns.store import open_campaign
+    from hpc_finetune.tracking import refresh
+
+    campaign, records = open_campaign(registry, name)
+    refresh(registry, records)
+    ids = cancel_campaign(registry, campaign, records)
+    return f"cancelled campaign {campaign.campaign_id}: job(s) {', '.join(ids)}"
+
+
+def requeue_named(registry: Registry, name: str) -> str:
+    """`requeue CAMPAIGN`: what to print."""
+    from hpc_finetune.campaigns.store import open_campaign
+    from hpc_finetune.tracking import refresh
+
+    campaign, records = open_campaign(registry, name)
+    refresh(registry, records)
+    array_id, again = requeue_campaign(registry, campaign, records)
+    return (f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
+            + ", ".join(f"{r.run_id} ({r.job_id})" for r in again))

@@ -75,6 +75,19 @@ def best_text(row: dict) -> str:
     return f"best so far {best['run_id']} (train loss {best['train_loss']:.4g})" if best else ""
 
 
+def table_cells(row: dict) -> tuple[str, ...]:
+    """A campaign row in status's table: RUN, STATE, JOB, NODESxGPUS, ELAPSED/LIMIT, PROGRESS."""
+    return (row["run_id"], f"campaign {row['state']}", row["job_id"], f"{row['nodes']}x{row['gpus_per_node']}", "-",
+            "; ".join(t for t in (counts_text(row), best_text(row)) if t))
+
+
+def heading(rows: list[dict]) -> str:
+    """The line above `status CAMPAIGN`'s member rows."""
+    head = summary(rows[0]["campaign"], rows)
+    return f"campaign {head['campaign']} ({head['state']}): " + "; ".join(
+        t for t in (counts_text(head), best_text(head)) if t)
+
+
 def fold(rows: list[dict], members_of) -> list[dict]:
     """``rows`` (status's, oldest first) with every campaign's runs replaced by one campaign row where its first run
     stood. ``members_of(campaign)`` gives every run of the campaign as index rows (also those ``rows`` left out)."""
@@ -89,4 +102,34 @@ def fold(rows: list[dict], members_of) -> list[dict]:
             continue
         seen.add(c)
         out.append(summary(c, members_of(c) or [r]))
+    return out
+
+
+def parsed_row(d: dict, cache: dict[str, dict]) -> dict:
+    raw = d.get("progress")
+    if isinstance(raw, str):
+        if raw not in cache:
+            try:
+                cache[raw] = json.loads(raw)
+            except ValueError:
+                cache[raw] = None
+        d["progress"] = cache[raw]
+    return d
+
+
+def campaign_rows(registry: "Registry", name: str) -> list[dict]:
+    """Every run of one campaign, one row each (members in task order), brought up to date with one sacct call."""
+    from hpc_finetune.campaigns.store import open_campaign
+    from hpc_finetune.tracking import refresh
+
+    campaign, records = open_campaign(registry, name)
+    refresh(registry, records)
+    values = {m.run_id: m.values for m in campaign.members}
+    parsed: dict[str, dict] = {}
+    out = []
+    for rec in records:
+        for r in registry.rows(rec.run_id):
+            d = parsed_row(dict(r), parsed)
+            d["member"], d["values"] = rec.member, values.get(rec.run_id, {})
+            out.append(d)
     return out

@@ -89,6 +89,14 @@ def find(registry: Registry, name: str) -> Optional[Campaign]:
     return Campaign.load(found) if found else None
 
 
+def is_campaign(registry: Registry, name: str) -> bool:
+    """Whether ``name`` means a campaign, for the commands that take a run or a campaign (a run id or run directory
+    wins: a campaign id is never a run id, but a path could be either)."""
+    if registry.exists(name) or (Path(name) / "record.json").is_file():
+        return False
+    return bool(registry.campaign_rows(name)) or (Path(name) / FILE).is_file()
+
+
 def open_campaign(registry: Registry, name: str) -> tuple[Campaign, list[RunRecord]]:
     """The campaign and its runs' records (members in task order, then its other jobs); one line if unknown."""
     campaign = find(registry, name)

@@ -29,17 +29,51 @@ ARRAY_SCRIPT = "array.sh"
 class SweepRequest:
     config: Path
     sets: list[str]
-    flags: dict[str, tuple[str, Any]]  # config key -> (flag, value), as cli.common.FLAGS
     grid: list[str]
+    cluster: Optional[str] = None  # default: $HPC_FINETUNE_CLUSTER, else local
+    nodes: Optional[int] = None
+    gpus: Optional[int] = None
+    time: Optional[str] = None
+    partition: Optional[str] = None
     seeds: Optional[int] = None
     max_parallel: Optional[int] = None
     name: Optional[str] = None
     check: bool = True
 
+    @property
+    def flags(self) -> dict[str, tuple[str, Any]]:
+        """config key -> (flag, value) of --nodes/--gpus/--time/--partition, as `submit` applies them."""
+        from hpc_finetune.cli.common import FLAGS
+
+        return {key: (f"--{flag}", getattr(self, flag)) for flag, key in FLAGS.items()}
+
+
+def load_base(req: SweepRequest) -> tuple[ClusterProfile, RunConfig]:
+    """The profile and the config before any member's values (the campaign's name and base seed come from it)."""
+    import os
+
+    from hpc_finetune.profile import find_profile
+    from hpc_finetune.runconfig import load_run_config
+
+    cfg = load_run_config(req.config, list(req.sets), flags=req.flags)
+    return find_profile(req.cluster or os.environ.get("HPC_FINETUNE_CLUSTER") or "local"), cfg
+
+
+def prepare_member(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, source: str) -> tuple[Any, dict[str, str]]:
+    """A member prepared like any run for its directory: (prepared run with .spec/.script/.program, its files:
+    run.yaml, profile.yaml, its own job.sh for a later `requeue MEMBER` as a plain job, launch configs)."""
+    from hpc_finetune.cli.common import build, config_yaml, profile_yaml
+    from hpc_finetune.render import launch_files
+
+    prep = build(profile, cfg, run_dir, source=source)
+    return prep, {"run.yaml": config_yaml(prep.cfg), "profile.yaml": profile_yaml(prep.profile),
+                  "job.sh": prep.script, **launch_files(prep.cfg, prep.spec)}
+
 
 @dataclass
 class SweepPlan:
     profile: ClusterProfile
+    base: RunConfig
     campaign_id: str
     campaign_dir: Path
     members: list[members_mod.Member]
@@ -47,6 +81,7 @@ class SweepPlan:
     spec: JobSpec  # member 0's (they share one resource request)
     script: str = ""
     notes: list[str] = field(default_factory=list)
+    max_parallel: Optional[int] = None
 
 
 def _load_member(req: SweepRequest, member: members_mod.Member) -> RunConfig:
@@ -60,9 +95,9 @@ def _load_member(req: SweepRequest, member: members_mod.Member) -> RunConfig:
     return load_run_config(req.config, list(req.sets), flags={**values, **req.flags})
 
 
-def plan_sweep(req: SweepRequest, profile: ClusterProfile, base: RunConfig, registry: Registry,
-               campaign_dir: Optional[Path] = None) -> SweepPlan:
+def plan_sweep(req: SweepRequest, registry: Registry, campaign_dir: Optional[Path] = None) -> SweepPlan:
     """Every member checked; ``campaign_dir`` None: the ids a sweep would take now (nothing is created)."""
+    profile, base = load_base(req)
     if req.max_parallel is not None and req.max_parallel < 1:
         raise UserError(f"must be at least 1, got {req.max_parallel}", source="--max-parallel")
     axes = grid.parse_grid(req.grid, req.seeds, base_seed=base.training.seed)
@@ -95,7 +130,8 @@ def plan_sweep(req: SweepRequest, profile: ClusterProfile, base: RunConfig, regi
     plan_notes: list[str] = []
     configs = members_mod.check_members(members, check)
     spec = resolve(profile, configs[0], root / members[0].run_id, source=str(req.config))
-    plan = SweepPlan(profile, campaign_id, campaign_dir, members, configs, spec, notes=plan_notes)
+    plan = SweepPlan(profile, base, campaign_id, campaign_dir, members, configs, spec, notes=plan_notes,
+                     max_parallel=req.max_parallel)
     plan.script = array_script(profile, spec, campaign_id, campaign_dir,
                                [ArrayMember(m.index, str(root / m.run_id), str(_output_dir(cfg, root / m.run_id)))
                                 for m, cfg in zip(members, configs)], req.max_parallel)
@@ -114,18 +150,22 @@ def member_table(plan: SweepPlan) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def submit_sweep(req: SweepRequest, profile: ClusterProfile, base: RunConfig, registry: Registry,
-                 *, files_for: Callable[[Any], dict[str, str]], prepare_member: Callable[..., Any]) -> tuple[
-                     Campaign, list[RunRecord]]:
-    """Claim, write, submit, record; nothing left behind on failure.
+def dry_run_note(plan: SweepPlan) -> str:
+    """What a dry run says beside the script: the campaign and its member table."""
+    return (f"# campaign {plan.campaign_id}: {len(plan.members)} member(s) as one job array on {plan.profile.name}"
+            + (f", at most {plan.max_parallel} at once" if plan.max_parallel else "") + "\n" + member_table(plan))
 
-    ``prepare_member(profile, cfg, run_dir)`` returns the member's prepared run (spec, script = its own job.sh for a
-    later `requeue` of the ended member as a plain job, program = its NodeProgram); ``files_for(prepared)`` the
-    files of its run directory (run.yaml, profile.yaml, job.sh, launch configs)."""
+
+def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[RunRecord]]:
+    """Check every member, then claim, write, submit, record; nothing left behind on failure."""
     from hpc_finetune.runs import _TERM, _terminate_as_exception
     from hpc_finetune.scheduler import get_scheduler
 
-    plan_sweep(req, profile, base, registry)  # every member checked before anything is created
+    plan = plan_sweep(req, registry)  # every member checked before anything is created
+    profile, base = plan.profile, plan.base
+    if profile.scheduler != "slurm":
+        raise UserError(f"cluster {profile.name!r} has no Slurm: a sweep is a Slurm job array (local sweeps run "
+                        "through the local runner, not wired in yet)", source="sweep")
     root = runs_root(profile)
     created: list[Path] = []
     with _terminate_as_exception():
@@ -148,9 +188,9 @@ def submit_sweep(req: SweepRequest, profile: ClusterProfile, base: RunConfig, re
                 cfg = _load_member(req, m)
                 if RUN_NAME.match(m.run_id):
                     cfg.name = m.run_id  # the member's own name (wandb run name, summary)
-                prep = prepare_member(profile, cfg, run_dir)
+                prep, files = prepare_member(profile, cfg, run_dir, str(req.config))
                 spec0 = spec0 or prep.spec
-                for fname, text in files_for(prep).items():
+                for fname, text in files.items():
                     write_atomic(run_dir / fname, text)
                 (run_dir / "jobs").mkdir(exist_ok=True)
                 spec = prep.spec
@@ -195,3 +235,10 @@ def submit_sweep(req: SweepRequest, profile: ClusterProfile, base: RunConfig, re
 
 def members_seed_values(members: list[members_mod.Member]) -> list[str]:
     return list(dict.fromkeys(m.values.get(grid.SEED_KEY, "") for m in members))
+
+
+def sweep_request(args: Any, *, check: bool) -> SweepRequest:
+    """The request from `sweep`'s (or `render --grid`'s) parsed arguments."""
+    return SweepRequest(config=args.config, sets=list(args.set), grid=list(args.grid), cluster=args.cluster,
+                        nodes=args.nodes, gpus=args.gpus, time=args.time, partition=args.partition,
+                        seeds=args.seeds, max_parallel=args.max_parallel, name=args.name, check=check)

@@ -14,21 +14,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc_finetune.cli.status import _campaign_name
-    from hpc_finetune.scheduler import get_scheduler
-    from hpc_finetune.tracking import current, refresh
+    from hpc_finetune.campaigns.store import is_campaign
+    from hpc_finetune.records import Registry
 
-    registry = Registry()
-    if _campaign_name(registry, args.run):
-        from hpc_finetune.campaigns.actions import cancel_campaign
-        from hpc_finetune.campaigns.store import open_campaign
+    if is_campaign(Registry(), args.run):  # a whole campaign
+        from hpc_finetune.campaigns.actions import cancel_named
 
-        campaign, records = open_campaign(registry, args.run)
-        refresh(registry, records)
-        ids = cancel_campaign(registry, campaign, records)
-        print(f"cancelled campaign {campaign.campaign_id}: job(s) {', '.join(ids)}")
+        print(cancel_named(Registry(), args.run))
         return 0
-    rec = current(registry, args.run)
+    from hpc_finetune.scheduler import get_scheduler
+    from hpc_finetune.tracking import current
+
+    rec = current(Registry(), args.run)
     if rec.state not in LIVE:
         raise UserError(f"run {rec.run_id} is already {rec.state}; nothing to cancel", source="cancel")
     get_scheduler(rec.scheduler).cancel(rec.job_id, rec.path.parent)

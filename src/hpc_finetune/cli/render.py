@@ -16,10 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.grid or args.seeds is not None:
-        from hpc_finetune.cli.sweep import dry_run
+    if args.grid or args.seeds is not None:  # a sweep: its array script, the member table on stderr
+        from hpc_finetune.campaigns.sweep import dry_run_note, plan_sweep, sweep_request
+        from hpc_finetune.records import Registry
 
-        return dry_run(args, check=False)
+        plan = plan_sweep(sweep_request(args, check=False), Registry())
+        print(dry_run_note(plan), file=sys.stderr)
+        sys.stdout.write(plan.script)
+        return 0
     from hpc_finetune.cli.common import prepare
     from hpc_finetune.records import Registry
     from hpc_finetune.render import launch_files

@@ -16,6 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_finetune.campaigns.store import is_campaign
+    from hpc_finetune.records import Registry
+
+    if is_campaign(Registry(), args.run):  # a whole campaign: its members that did not complete
+        from hpc_finetune.campaigns.actions import requeue_named
+
+        print(requeue_named(Registry(), args.run))
+        return 0
     from hpc_finetune.cli.common import build
     from hpc_finetune.profile import load_profile_file
     from hpc_finetune.runconfig import load_run_config
@@ -23,19 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from hpc_finetune.tracking import current
 
     registry = Registry()
-    from hpc_finetune.cli.status import _campaign_name
-
-    if _campaign_name(registry, args.run):
-        from hpc_finetune.campaigns.actions import requeue_campaign
-        from hpc_finetune.campaigns.store import open_campaign
-        from hpc_finetune.tracking import refresh
-
-        campaign, records = open_campaign(registry, args.run)
-        refresh(registry, records)
-        array_id, again = requeue_campaign(registry, campaign, records)
-        print(f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
-              + ", ".join(f"{r.run_id} ({r.job_id})" for r in again))
-        return 0
     rec = current(registry, args.run)
     scheduler = get_scheduler(rec.scheduler)
     if rec.kind != "train":

@@ -41,7 +41,11 @@ def collect(registry: Registry, run: str | None, last: int | None = None) -> lis
     from hpc_finetune.tracking import current, refresh
 
     unreadable: dict[str, str] = {}
-    if run is not None and _campaign_name(registry, run):
+    from hpc_finetune.campaigns.store import is_campaign
+
+    if run is not None and is_campaign(registry, run):
+        from hpc_finetune.campaigns.status import campaign_rows
+
         return campaign_rows(registry, run)
     if run is not None:
         rows = registry.rows(current(registry, run).run_id)
@@ -71,46 +75,9 @@ def collect(registry: Registry, run: str | None, last: int | None = None) -> lis
             d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
     if run is None:
-        from hpc_finetune.campaigns.status import fold
+        from hpc_finetune.campaigns.status import fold, parsed_row
 
-        out = fold(out, lambda c: [_parsed(dict(r), parsed) for r in registry.campaign_rows(c)])
-    return out
-
-
-def _parsed(d: dict, cache: dict[str, dict]) -> dict:
-    raw = d.get("progress")
-    if isinstance(raw, str):
-        if raw not in cache:
-            try:
-                cache[raw] = json.loads(raw)
-            except ValueError:
-                cache[raw] = None
-        d["progress"] = cache[raw]
-    return d
-
-
-def _campaign_name(registry: Registry, name: str) -> bool:
-    """Whether ``name`` means a campaign (and not a run: a run id or run directory wins)."""
-    if registry.exists(name) or (Path(name) / "record.json").is_file():
-        return False
-    return bool(registry.campaign_rows(name)) or (Path(name) / "campaign.json").is_file()
-
-
-def campaign_rows(registry: Registry, name: str) -> list[dict]:
-    """Every run of one campaign, one row each (members in task order), brought up to date with one sacct call."""
-    from hpc_finetune.campaigns.store import open_campaign
-    from hpc_finetune.tracking import refresh
-
-    campaign, records = open_campaign(registry, name)
-    refresh(registry, records)
-    values = {m.run_id: m.values for m in campaign.members}
-    parsed: dict[str, dict] = {}
-    out = []
-    for rec in records:
-        for r in registry.rows(rec.run_id):
-            d = _parsed(dict(r), parsed)
-            d["member"], d["values"] = rec.member, values.get(rec.run_id, {})
-            out.append(d)
+        out = fold(out, lambda c: [parsed_row(dict(r), parsed) for r in registry.campaign_rows(c)])
     return out
 
 
@@ -119,10 +86,9 @@ def table(rows: list[dict]) -> str:
     lines = [head]
     for d in rows:
         if d.get("kind") == "campaign":
-            from hpc_finetune.campaigns.status import best_text, counts_text
+            from hpc_finetune.campaigns.status import table_cells
 
-            lines.append((d["run_id"], f"campaign {d['state']}", d["job_id"], f"{d['nodes']}x{d['gpus_per_node']}",
-                          "-", "; ".join(t for t in (counts_text(d), best_text(d)) if t)))
+            lines.append(table_cells(d))
             continue
         lines.append((d["run_id"], d["state"] + (f" (requeues {d['requeues']})" if d["requeues"] else ""),
                       d["job_id"] or "-", f"{d['nodes']}x{d['gpus_per_node']}",
@@ -159,7 +125,9 @@ def segments_text(rec: RunRecord) -> str:
 
 def run(args: argparse.Namespace) -> int:
     registry = Registry()
-    as_campaign = args.run is not None and _campaign_name(registry, args.run)
+    from hpc_finetune.campaigns.store import is_campaign
+
+    as_campaign = args.run is not None and is_campaign(registry, args.run)
     while True:
         rows = collect(registry, args.run, None if args.all else args.last)
         if args.json:
@@ -169,11 +137,9 @@ def run(args: argparse.Namespace) -> int:
             shown = sum(d["members"] + d["stage_jobs"] if d.get("kind") == "campaign" else 1 for d in rows)
             hidden = 0 if args.run or args.all else registry.count() - shown
             if as_campaign and rows:
-                from hpc_finetune.campaigns.status import best_text, counts_text, summary
+                from hpc_finetune.campaigns.status import heading
 
-                head = summary(rows[0]["campaign"], rows)
-                text = f"campaign {head['campaign']} ({head['state']}): " + "; ".join(
-                    t for t in (counts_text(head), best_text(head)) if t) + "\n" + text
+                text = heading(rows) + "\n" + text
             if hidden > 0:
                 text += f"\n({hidden:,} older runs not shown: --all, or --last N)"
             if args.run and args.segments:
