@@ -157,3 +157,21 @@ def test_status_folds_a_campaign_into_one_row_from_one_sacct_call(sweep_world, t
     expanded = cli("status", "lr", env=env, check=True).stdout
     assert expanded.splitlines()[0].startswith("campaign lr (running): 4 member(s): 0 completed, 2 running")
     assert len((tmp_path / "sacct.args").read_text().splitlines()) == 3  # one per status call
+
+
+def test_submitit_reads_an_array_task_program_under_the_name_the_array_script_gives_it(monkeypatch, tmp_path):
+    """The array script copies the member's program to jobs/${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}_submitted.pkl:
+    that is where the installed submitit's task looks (JobPaths.submitted_pickle with SlurmJobEnvironment.job_id)."""
+    from submitit.core.utils import JobPaths
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    for name, value in {"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "6", "SLURM_ARRAY_TASK_ID": "1",
+                        "SLURM_PROCID": "0", "SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    env = SlurmJobEnvironment()
+    assert env.job_id == "6_1"  # not the raw SLURM_JOB_ID (7)
+    assert env.paths.submitted_pickle == tmp_path / "6_1_submitted.pkl"
+    assert JobPaths(tmp_path, job_id="6_1").submitted_pickle.name == "6_1_submitted.pkl"
+    from hpc_finetune.segments import own_job_id
+
+    assert own_job_id() == "6_1" and own_job_id({"SLURM_JOB_ID": "12"}) == "12"
