@@ -125,6 +125,9 @@ def test_a_bad_member_or_a_refused_array_leaves_nothing(sweep_world, tmp_path):
     bad = cli(*SWEEP, str(sweep_world), "--grid", "lora.r=8,0,16", env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "member 1 (lora.r=0): --grid: lora.r:" in bad.stderr
+    typo = cli(*SWEEP, str(sweep_world), "--grid", "training.learnig_rate=1e-4,2e-4", env=env)
+    assert typo.returncode == 2 and typo.stderr.count("\n") == 1
+    assert "member 0 (training.learnig_rate=1e-4): --grid: training.learnig_rate: unknown key" in typo.stderr
     grid_refused = cli(*SWEEP, str(sweep_world), "--grid", "launch.strategy=ddp,fsdp", env=env)
     assert grid_refused.returncode == 2 and "launch.* cannot vary" in grid_refused.stderr
     assert not (tmp_path / "sbatch.calls").exists() and not shared.exists()
