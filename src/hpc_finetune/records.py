@@ -234,16 +234,6 @@ class Registry:
         """Every run of one campaign, oldest first."""
         return self._query("SELECT * FROM runs WHERE campaign = ? ORDER BY created, run_id", (campaign,))
 
-    def campaign_summaries(self, campaigns: Iterable[str]) -> list[sqlite3.Row]:
-        """Per campaign: (campaign, state, count, created of its first run, min of the train loss shown) for status's
-        one-row-per-campaign view, computed by sqlite (no record is read)."""
-        names = list(dict.fromkeys(campaigns))
-        if not names:
-            return []
-        marks = ", ".join("?" * len(names))
-        return self._query(f"SELECT campaign, state, COUNT(*) AS n, MIN(created) AS created FROM runs "
-                           f"WHERE campaign IN ({marks}) GROUP BY campaign, state", tuple(names))
-
     def count(self) -> int:
         rows = self._query("SELECT COUNT(*) FROM runs")
         return rows[0][0] if rows else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from hpc_finetune.campaigns import grid, members as members_mod
 from hpc_finetune.campaigns.arrayscript import ArrayMember, array_script
