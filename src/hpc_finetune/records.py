@@ -219,6 +219,11 @@ class Registry:
         self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * width)})",
                     (tuple(r) + (None,) * (width - len(r)) for r in rows))
 
+    def forget(self, run_ids: list[str]) -> None:
+        """Remove these runs from the index (a submit rolled back after recording them); nothing if none is there."""
+        if run_ids and self.path.exists():
+            self._write("DELETE FROM runs WHERE run_id = ?", ((r,) for r in run_ids))
+
     def rows(self, run_id: str | None = None, last: int | None = None) -> list[sqlite3.Row]:
         """One run; or every run; or every live run plus the ``last`` most recent ones, oldest first."""
         if run_id is not None:

@@ -163,9 +163,10 @@ def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[
 
     plan = plan_sweep(req, registry)  # every member checked before anything is created
     profile, base = plan.profile, plan.base
-    if profile.scheduler != "slurm":
-        raise UserError(f"cluster {profile.name!r} has no Slurm: a sweep is a Slurm job array (local sweeps run "
-                        "through the local runner, not wired in yet)", source="sweep")
+    runner = _local_runner() if profile.scheduler == "local" else None
+    if profile.scheduler != "slurm" and runner is None:
+        raise UserError(f"cluster {profile.name!r} has no Slurm and this installation has no local runner: a sweep "
+                        "is a Slurm job array", source="sweep")
     root = runs_root(profile)
     created: list[Path] = []
     with _terminate_as_exception():
@@ -215,11 +216,23 @@ def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[
             if req.seeds:
                 campaign.grid.append(f"{grid.SEED_KEY}=" + ",".join(members_seed_values(members)))
             campaign.save()
+            if runner is not None:  # this machine: the members are held runs the local runner starts, K at once
+                save_program, start_runner = runner
+                for run_dir, program in programs:
+                    save_program(run_dir, program)
+                for rec in records:
+                    registry.upsert(rec)
+                _TERM["deferred"] = True
+                campaign.extra["runner_pid"] = start_runner(campaign_dir, records,
+                                                            max_parallel=req.max_parallel or 0)
+                campaign.save()
+                return campaign, records
             _TERM["deferred"] = True  # the scheduler may accept the array, which must then be recorded whole
             array_id = get_scheduler(profile.scheduler).submit_array(
                 campaign_dir / ARRAY_SCRIPT, programs, time_seconds=spec0.time_seconds,
                 max_requeues=profile.max_requeues)
         except BaseException:
+            registry.forget([rec.run_id for rec in records])  # a local campaign's held runs, if recorded yet
             for path in reversed(created):
                 shutil.rmtree(path, ignore_errors=True)
             raise
@@ -231,6 +244,17 @@ def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[
             rec.save()
             registry.upsert(rec)
     return campaign, records
+
+
+def _local_runner():
+    """(save_program, start_runner) of the local runner that owns a local campaign's jobs (campaigns/chain.py and
+    campaigns/localchain.py, the stages' side of issue 12); None where they are not installed."""
+    try:
+        from hpc_finetune.campaigns.chain import save_program
+        from hpc_finetune.campaigns.localchain import start_runner
+    except ImportError:
+        return None
+    return save_program, start_runner
 
 
 def members_seed_values(members: list[members_mod.Member]) -> list[str]:
