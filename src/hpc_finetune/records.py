@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from hpc_finetune.errors import UserError, shorten
+from hpc_finetune.files import write_atomic
 from hpc_finetune.states import FAILED, LIVE
 
 NO_RESULT = "ended without a result"  # a local job's verdict that a later look may correct
@@ -24,12 +25,6 @@ NO_RESULT = "ended without a result"  # a local job's verdict that a later look 
 
 def home() -> Path:
     return Path(os.environ.get("HPC_FINETUNE_HOME") or Path.home() / ".local" / "state" / "hpc-finetune")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 MAX_RECORD_BYTES = 16 << 20

@@ -11,7 +11,7 @@ from typing import Optional
 
 from hpc_finetune.jsonlog import read_objects
 from hpc_finetune.records import Registry, RunRecord, load_record, read_json
-from hpc_finetune.segments import read_events
+from hpc_finetune.job.segments import read_events
 
 PROGRESS = "progress.jsonl"
 # attempts.jsonl events with which a segment hands over to the next one by itself

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, now, write_atomic
+from hpc_finetune.files import write_atomic
+from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, now
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Optional
 
 from hpc_finetune.records import NO_RESULT, Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
-from hpc_finetune.segments import read_events
+from hpc_finetune.job.segments import read_events
 from hpc_finetune.states import ENDED, FAILED, LIVE, STOPPED, TRAINER_ERROR
 
 

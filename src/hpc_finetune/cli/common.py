@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from hpc_finetune.jobspec import JobSpec, resolve, runs_root
-from hpc_finetune.launch import NodeProgram
+from hpc_finetune.job.launch import NodeProgram
 from hpc_finetune.profile import ClusterProfile, find_profile
 from hpc_finetune.records import Registry, next_run_id
 from hpc_finetune.render import job_python, job_script

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = args.model or files.output_dir / "final"
     if args.model is None and not model.is_dir():
-        from hpc_finetune.checkpoints import last_complete
+        from hpc_finetune.job.checkpoints import last_complete
 
         model = last_complete(files.output_dir)
         if model is None:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import devices, segments
+from hpc_finetune import devices
+from hpc_finetune.job import segments
+from hpc_finetune.job import signals as trainer_signals
 from hpc_finetune.envvars import CACHE_VARS
-from hpc_finetune.train import signals as trainer_signals
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -78,7 +79,7 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
 
 def _ignoring(signums: tuple[int, ...]):
     """preexec_fn for the launcher (accelerate, torchrun's agent, or the trainer itself before its first line):
-    ignore the checkpoint signals. The trainers install their own handler first thing (train/signals.py); a launcher
+    ignore the checkpoint signals. The trainers install their own handler first thing (job/signals.py); a launcher
     must not die of them, nor answer SIGTERM by killing its workers in the middle of their save. (Only signal()
     calls here: nothing that could take a lock between fork and exec.)"""
     def preexec() -> None:

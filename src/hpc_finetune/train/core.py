@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_finetune.checkpoints import last_complete
+from hpc_finetune.job.checkpoints import last_complete
 from hpc_finetune.envvars import HUB_OFFLINE_VARS
 from hpc_finetune.errors import UserError
-from hpc_finetune.records import write_atomic
+from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
 from hpc_finetune.train.data import global_rank as rank
 
@@ -196,9 +196,9 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
 
 def train(cfg: RunConfig) -> dict:
     """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
-    from hpc_finetune.train import signals
+    from hpc_finetune.job import signals
     signals.reset()
-    signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (train/signals.py)
+    signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (job/signals.py)
     # before anything imports bitsandbytes/peft (the callbacks below do): they ask CUDA for its devices, and CUDA
     # reads CUDA_VISIBLE_DEVICES only then
     limit_visible_devices(cfg)
@@ -314,7 +314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"hpc-finetune train: error: {line}", file=sys.stderr, flush=True)
         run_dir = os.environ.get("HPCFT_RUN_DIR")
         if run_dir and os.environ.get("RANK", "0") == "0":
-            from hpc_finetune.segments import log_event
+            from hpc_finetune.job.segments import log_event
             from hpc_finetune.states import TRAINER_ERROR
 
             try:

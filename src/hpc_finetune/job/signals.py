@@ -17,7 +17,8 @@ The node program and the trainers of one node share a node-local directory per j
   its handler, while the launcher's SIG_IGN was in force) finds it when it installs the handler, and every trainer
   looks at it at each safe point, so no delivery path can lose the request.
 
-Login-light: standard library only (the node program imports it too).
+Compute-side protocol between the node program (job/launch.py) and the trainers (train/): it lives in job/ so
+that the node program never imports the training package. Standard library only.
 """
 
 from __future__ import annotations
