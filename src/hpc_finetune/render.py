@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from hpc_finetune import __version__
+from hpc_finetune import __version__, submitit_api
 from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
@@ -90,7 +90,8 @@ def job_script(profile: ClusterProfile, spec: JobSpec) -> str:
     return environment().get_template(template).render(
         version=__version__, profile=profile, spec=spec, env_vars=env_vars,
         node_local=profile.storage.node_local, jobs_dir=str(spec.run_dir / "jobs"),
-        python=job_python(profile),
+        python=job_python(profile), submitit_task=submitit_api.TASK_MODULE,
+        submitit_local_controller=submitit_api.LOCAL_CONTROLLER_MODULE,
     )
 
 

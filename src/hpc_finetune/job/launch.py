@@ -54,9 +54,9 @@ def slurm_hostnames(nodelist: str) -> list[str]:
             return out
     except (OSError, subprocess.SubprocessError):
         pass
-    from submitit.slurm.slurm import _parse_node_list
+    from hpc_finetune.submitit_api import parse_node_list
 
-    return _parse_node_list(nodelist)
+    return parse_node_list(nodelist)
 
 
 def node_info(environ: Optional[dict] = None) -> NodeInfo:
