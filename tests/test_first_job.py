@@ -96,7 +96,7 @@ def test_full_finetuning_trains_fp32_master_weights_under_bf16(home, demo_dir, t
     (["launch.strategy=ddp"], {"use_cpu": True, "ddp_find_unused_parameters": False}),
     (["launch.strategy=ddp", "method=full"], {"use_cpu": True}),  # a PreTrainedModel: transformers decides
     (["launch.strategy=deepspeed", "launch.zero_stage=2"], {}),  # DeepSpeed's own engine, not accelerate's CPU mode
-    (["launch.strategy=deepspeed", "launch.launcher=torchrun"], {"deepspeed": "RUN/deepspeed_config.json"}),
+    (["launch.strategy=deepspeed", "launch.launcher=torchrun"], {"deepspeed": "RUN/deepspeed_config.json"}),  # from the launch plan
 ])
 def test_cpu_processes_are_told_they_are_on_cpu(tmp_path, monkeypatch, sets, expected):
     """What makes two CPU processes one DDP job (accelerate's MULTI_CPU mode needs use_cpu; the multi-process runs in
@@ -105,6 +105,7 @@ def test_cpu_processes_are_told_they_are_on_cpu(tmp_path, monkeypatch, sets, exp
 
     cfg = cfg_of(tmp_path, *sets)
     monkeypatch.setenv("HPCFT_RUN_DIR", "RUN")
+    monkeypatch.setenv("HPCFT_DEEPSPEED_CONFIG", "RUN/deepspeed_config.json")  # what the node program sets
     monkeypatch.setenv("WORLD_SIZE", "2")
     got = distribution_args(cfg, tmp_path / "out", cuda=False)
     assert got == {"dataloader_pin_memory": False, "ddp_backend": "gloo", **expected}

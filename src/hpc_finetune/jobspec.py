@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune import layout
 from hpc_finetune.errors import UserError, UserErrors
+from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.timefmt import parse_time, sbatch_time
@@ -28,6 +30,7 @@ class JobSpec:
     time_seconds: int
     partition: Optional[str]
     sbatch_options: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    launch: Optional[LaunchPlan] = None  # how the job starts its trainers (job/launchplan.py)
 
     @property
     def world_size(self) -> int:
@@ -97,7 +100,7 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
         raise UserError(f"{procs} processes per node on a CPU-only request of {cpus} CPUs per node (the profile's "
                         "cpus_per_node_cpu_only): use at most one process per CPU", source=source,
                         field="launch.processes_per_node")
-    output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "output"
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else layout.default_output_dir(run_dir)
     spec = JobSpec(
         run_id=run_dir.name, run_dir=run_dir, output_dir=output_dir, cluster=profile.name,
         scheduler=profile.scheduler, nodes=nodes, gpus_per_node=gpus, processes_per_node=procs,
@@ -105,6 +108,8 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
         partition=res.partition or profile.partition,
     )
     spec.sbatch_options = sbatch_options(profile, spec, cfg.name)
+    spec.launch = plan_launch(run_dir=run_dir, nodes=nodes, processes_per_node=procs, strategy=cfg.launch.strategy,
+                              launcher=cfg.launch.launcher)
     return spec
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import devices
+from hpc_finetune import devices, layout
 from hpc_finetune.job import segments
 from hpc_finetune.job import signals as trainer_signals
-from hpc_finetune.envvars import CACHE_VARS
+from hpc_finetune.envvars import CACHE_VARS, SIGNAL_DIR
+from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -88,12 +89,6 @@ def _ignoring(signums: tuple[int, ...]):
     return preexec
 
 
-# torch elastic's agent (torchrun, and accelerate's multi-process launch, which runs it in-process) would answer
-# SIGTERM by SIGTERM-ing its workers and SIGKILL-ing them 30 s later, then exit non-zero: leave SIGTERM (ignored, see
-# above) to the trainers. The agent reads this default through its `--signals-to-handle` option (PET_ prefix).
-LAUNCHER_ENV = {"PET_SIGNALS_TO_HANDLE": "SIGINT,SIGHUP,SIGQUIT"}
-
-
 def _is_descendant(pid: int, ancestor: int) -> bool:
     """Whether ``pid`` is ``ancestor`` or below it in the process tree (guards against a recycled pid)."""
     for _ in range(64):
@@ -111,7 +106,11 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 
 @dataclass
 class NodeProgram:
-    """Pickled by submitit at submit time; called once on every node of the job."""
+    """Pickled by submitit at submit time; called once on every node of the job.
+
+    Its fields are the pickled contract with jobs already queued (an older version's pickle must still run): the
+    launch itself is derived from them by the same rule the job spec used (``launch_plan``, job/launchplan.py).
+    ``gpus_per_node`` sets the node's visible devices (devices.for_node)."""
 
     run_dir: str
     nodes: int
@@ -125,22 +124,13 @@ class NodeProgram:
     signal_seconds: int = 300
     max_requeues: int = 5
 
+    def launch_plan(self) -> LaunchPlan:
+        return plan_launch(run_dir=self.run_dir, nodes=self.nodes, processes_per_node=self.processes_per_node,
+                           strategy=self.strategy, launcher=self.launcher)
+
     def command(self, info: NodeInfo) -> list[str]:
-        run_yaml = str(Path(self.run_dir) / "run.yaml")
-        python = self.python or sys.executable
-        world = self.nodes * self.processes_per_node
-        if world == 1 and self.strategy == "ddp":
-            return [python, "-m", "hpc_finetune.train", run_yaml]
-        if self.launcher == "torchrun":
-            return [python, "-m", "torch.distributed.run", f"--nnodes={self.nodes}",
-                    f"--nproc-per-node={self.processes_per_node}", f"--node-rank={info.node_rank}",
-                    f"--master-addr={info.main_addr}", f"--master-port={info.port}",
-                    "-m", "hpc_finetune.train", run_yaml]
-        return [python, "-m", "accelerate.commands.launch",
-                "--config_file", str(Path(self.run_dir) / "accelerate_config.yaml"),
-                "--num_machines", str(self.nodes), "--num_processes", str(world),
-                "--machine_rank", str(info.node_rank), "--main_process_ip", info.main_addr,
-                "--main_process_port", str(info.port), "-m", "hpc_finetune.train", run_yaml]
+        return self.launch_plan().command(self.python or sys.executable, node_rank=info.node_rank,
+                                          main_addr=info.main_addr, port=info.port)
 
     def __call__(self) -> dict:
         info = self._info = node_info()
@@ -148,8 +138,6 @@ class NodeProgram:
             if os.environ.get(var):
                 os.makedirs(os.environ[var], exist_ok=True)  # node-local caches exist on every node
         env = dict(os.environ)
-        env.update(HPCFT_NODE_RANK=str(info.node_rank), HPCFT_NUM_NODES=str(info.num_nodes),
-                   HPCFT_MAIN_ADDR=info.main_addr, HPCFT_MAIN_PORT=str(info.port), HPCFT_JOB_ID=info.job_id)
         visible = devices.for_node(self.gpus_per_node, env.get(devices.VAR))
         if visible is not None:
             env[devices.VAR] = os.environ[devices.VAR] = visible  # also for this node's log line below
@@ -164,7 +152,7 @@ class NodeProgram:
         try:
             # its own session: torch elastic's workers are in sessions of their own anyway, so signals reach the
             # trainers by the pids they registered (see _forward), not by process group
-            self._proc = subprocess.Popen(cmd, env={**env, **LAUNCHER_ENV, trainer_signals.DIR_ENV: self._signal_dir},
+            self._proc = subprocess.Popen(cmd, env={**env, **self.launch_plan().env, SIGNAL_DIR: self._signal_dir},
                                           preexec_fn=_ignoring(tuple(trainer_signals.checkpoint_signals())),
                                           start_new_session=True)
             rc = self._proc.wait()
@@ -261,7 +249,7 @@ class NodeProgram:
         return False
 
     def _output(self) -> Path:
-        return Path(self.output_dir or Path(self.run_dir) / "output")
+        return Path(self.output_dir) if self.output_dir else layout.default_output_dir(self.run_dir)
 
     def _event(self, event: str, info: NodeInfo, **extra: object) -> None:
         """RUN_DIR/attempts.jsonl: how each job segment starts and ends (node 0 only), for `status`."""

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-DIR_ENV = "HPCFT_SIGNAL_DIR"
+from hpc_finetune.envvars import CHECKPOINT_SIGNAL, DEFAULT_CHECKPOINT_SIGNAL, SIGNAL_DIR
+
 STOP_FILE = "stop"
 TRAINER_PREFIX = "trainer-"
 
@@ -38,7 +39,7 @@ _request: dict[str, Optional[object]] = {"signal": None, "at": None}
 
 def checkpoint_signals() -> list[signal.Signals]:
     """The profile's warning signal (HPCFT_CHECKPOINT_SIGNAL, set by the job script) and SIGTERM."""
-    name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2").upper()
+    name = os.environ.get(CHECKPOINT_SIGNAL, DEFAULT_CHECKPOINT_SIGNAL).upper()
     warning = getattr(signal, name if name.startswith("SIG") else f"SIG{name}")
     return [warning] if warning == signal.SIGTERM else [warning, signal.SIGTERM]
 
@@ -62,7 +63,7 @@ def install() -> None:
             signal.signal(signum, _handler)
     except ValueError:
         pass  # not the main thread (train() called from a thread): the stop file still reaches it
-    folder = os.environ.get(DIR_ENV)
+    folder = os.environ.get(SIGNAL_DIR)
     if folder:
         try:
             (Path(folder) / f"{TRAINER_PREFIX}{os.getpid()}").touch()
@@ -75,7 +76,7 @@ def received() -> Optional[str]:
     """The name of the signal that asked this trainer to stop (its own handler, or the node program's stop file),
     else None. Cheap enough for every optimizer step: one failed open() on node-local storage."""
     if _request["signal"] is None:
-        folder = os.environ.get(DIR_ENV)
+        folder = os.environ.get(SIGNAL_DIR)
         if folder:
             try:
                 name = (Path(folder) / STOP_FILE).read_text().strip()
