@@ -16,3 +16,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time", "-t", help="time limit, e.g. 04:00:00 or 1-00:00:00")
     p.add_argument("--partition", "-p", help="partition")
     add_set_argument(p)
+
+
+def run_request(args: argparse.Namespace):
+    """The run service's request from the arguments add_run_arguments defined."""
+    from hpc_finetune.runs import RunRequest
+
+    return RunRequest(config=args.config, sets=args.set, cluster=args.cluster, nodes=getattr(args, "nodes", None),
+                      gpus=getattr(args, "gpus", None), time=getattr(args, "time", None),
+                      partition=getattr(args, "partition", None))
