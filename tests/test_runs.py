@@ -40,7 +40,7 @@ def test_the_checked_spec_is_the_submitted_spec(home, tmp_path, demo_dir, monkey
         return real(profile, cfg, run_dir, **kw)
 
     monkeypatch.setattr("hpc_finetune.check.resolve", counting)
-    monkeypatch.setattr("hpc_finetune.runs.resolve", counting)
+    monkeypatch.setattr("hpc_finetune.jobspec.resolve", counting)  # runs.py imports it where it resolves
     cfg = run_yaml(tmp_path, f"name: one\nmodel: {{path: {demo_dir / 'model'}}}\n"
                              f"data: {{train_file: {demo_dir / 'text.jsonl'}}}\ntraining: {{max_length: 64}}\n")
     prep = prepare_run(RunRequest(cfg, cluster="local"), check=True)

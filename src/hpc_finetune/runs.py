@@ -25,19 +25,18 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import yaml
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hpc_finetune import layout
 from hpc_finetune.errors import UserError
 from hpc_finetune.files import write_atomic
-from hpc_finetune.jobspec import JobSpec, resolve, runs_root
-from hpc_finetune.profile import ClusterProfile, find_profile
 from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, next_run_id, now
-from hpc_finetune.runconfig import RunConfig, load_run_config
-from hpc_finetune.schema import to_dict
 from hpc_finetune.states import COMPLETED, LIVE, REQUEUEABLE, RUNNING
+
+if TYPE_CHECKING:  # `status`, `cancel` and `requeue` of a running job need none of these: imported where used
+    from hpc_finetune.jobspec import JobSpec
+    from hpc_finetune.profile import ClusterProfile
+    from hpc_finetune.runconfig import RunConfig
 
 # Command-line flags -> the config key they set: they enter the config like `--set`, so the same checks apply.
 FLAGS = {"nodes": "resources.nodes", "gpus": "resources.gpus_per_node", "time": "resources.time",
@@ -86,14 +85,25 @@ class PreparedRun:
 
 
 def config_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    from hpc_finetune.schema import to_dict
+
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def profile_yaml(profile: ClusterProfile) -> str:
+    import yaml
+
+    from hpc_finetune.schema import to_dict
+
     return yaml.safe_dump(to_dict(profile), sort_keys=False)
 
 
 def load_request(request: RunRequest) -> tuple[ClusterProfile, RunConfig]:
+    from hpc_finetune.profile import find_profile
+    from hpc_finetune.runconfig import load_run_config
+
     flags = {key: (f"--{flag}", getattr(request, flag)) for flag, key in FLAGS.items()}
     cfg = load_run_config(request.config, request.sets, flags=flags)
     profile = find_profile(request.cluster or os.environ.get("HPC_FINETUNE_CLUSTER") or "local")
@@ -105,6 +115,7 @@ def prepare_at(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source
     """The run ``cfg`` on ``profile`` in ``run_dir``: resolved (unless ``spec``, already resolved for this directory,
     is given), rendered, its node program built. ``cfg`` is not changed (the prepared copy gets the output_dir)."""
     from hpc_finetune.job.launch import NodeProgram
+    from hpc_finetune.jobspec import resolve
     from hpc_finetune.render import job_python, job_script
 
     spec = spec or resolve(profile, cfg, run_dir, source=source)
@@ -123,6 +134,8 @@ def prepare_run(request: RunRequest, *, check: bool = False, full_check: bool = 
                 registry: Optional[Registry] = None) -> PreparedRun:
     """The run a submit of ``request`` would create now, in the directory it would claim now; nothing is created.
     ``check``: the pre-flight checks, against this same spec (every problem at once, raised as UserErrors)."""
+    from hpc_finetune.jobspec import runs_root
+
     profile, cfg = load_request(request)
     root = runs_root(profile)
     run_dir = root / next_run_id(registry or Registry(), root, cfg.name)
@@ -230,6 +243,7 @@ class Requeued:
 def prepare_existing(run_dir: Path) -> PreparedRun:
     """A submitted run prepared again from its own directory (run.yaml, profile.yaml), by this version."""
     from hpc_finetune.profile import load_profile_file
+    from hpc_finetune.runconfig import load_run_config
 
     profile = load_profile_file(run_dir / layout.PROFILE_YAML)
     cfg = load_run_config(run_dir / layout.RUN_YAML)
@@ -354,7 +368,9 @@ def submit_eval_run(files: Any, config: Path, model: Path, out: Path, flags: lis
     import re
 
     from hpc_finetune.evaljob import EvalProgram
-    from hpc_finetune.jobspec import gpus_asked
+    from hpc_finetune.jobspec import gpus_asked, resolve, runs_root
+    from hpc_finetune.profile import find_profile
+    from hpc_finetune.runconfig import load_run_config
     from hpc_finetune.render import job_python, job_script
 
     name = cluster or (files.record.cluster if files.record else None)

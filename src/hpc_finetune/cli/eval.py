@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 from hpc_finetune.evalsettings import FLAGS, add_generation_arguments
 

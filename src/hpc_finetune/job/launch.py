@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_finetune import devices, layout
+from hpc_finetune.envvars import CACHE_VARS, SIGNAL_DIR
 from hpc_finetune.job import segments
 from hpc_finetune.job import signals as trainer_signals
-from hpc_finetune.envvars import CACHE_VARS, SIGNAL_DIR
 from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
 
 PORT_BASE, PORT_SPAN = 20000, 20000
