@@ -16,7 +16,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "hpc_finetune"
 
 COMPUTE = ("hpc_finetune.train", "hpc_finetune.job")
-LOGIN_ONLY = ("hpc_finetune.records", "hpc_finetune.runs", "hpc_finetune.tracking", "hpc_finetune.cli",
+LOGIN_ONLY = ("hpc_finetune.records", "hpc_finetune.runs", "hpc_finetune.runstatus", "hpc_finetune.tracking",
+              "hpc_finetune.cli",
               "hpc_finetune.check", "hpc_finetune.datacheck", "hpc_finetune.livecheck")
 SHIMS = ("hpc_finetune.launch", "hpc_finetune.segments", "hpc_finetune.checkpoints")
 

@@ -7,7 +7,8 @@
 - ``prepare_at(profile, cfg, run_dir, source=...)``: the same for a given run directory (what a campaign member, a
   requeue and the tests build on).
 - ``submit_run(prepared)``: claim the directory, write, submit, record (``create_run``), or leave nothing behind.
-- ``requeue_run(run)``, ``cancel_run(run)``, ``wait_run(registry, rec)``, ``status_rows(registry, run)``.
+- ``requeue_run(run)``, ``cancel_run(run)``; ``wait_run(registry, rec)``, ``status_rows(registry, run)`` (from
+  runstatus.py, which `status` imports alone: it stays light).
 - ``submit_eval_run(...)``: `eval --submit`, a one-process job of its own, through the same ``create_run``.
 
 ``create_run`` (shared by `submit` and `eval --submit`): A run directory is claimed atomically (two submits of one name at once get
@@ -31,7 +32,8 @@ from hpc_finetune import layout
 from hpc_finetune.errors import UserError
 from hpc_finetune.files import write_atomic
 from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, next_run_id, now
-from hpc_finetune.states import COMPLETED, LIVE, REQUEUEABLE, RUNNING
+from hpc_finetune.runstatus import status_rows, succeeded, wait_run  # noqa: F401 - part of the service's API
+from hpc_finetune.states import LIVE, REQUEUEABLE, RUNNING
 
 if TYPE_CHECKING:  # `status`, `cancel` and `requeue` of a running job need none of these: imported where used
     from hpc_finetune.jobspec import JobSpec
@@ -302,62 +304,6 @@ def cancel_run(run: str, *, registry: Optional[Registry] = None) -> RunRecord:
     rec.reason = "cancelled by user"
     rec.save()
     return rec
-
-
-def wait_run(registry: Registry, rec: RunRecord, poll_seconds: float = 2.0) -> RunRecord:
-    """Poll the scheduler until the run's job is no longer live; returns the record (``rec.state`` is final)."""
-    import time
-
-    from hpc_finetune.tracking import refresh
-
-    while True:
-        refresh(registry, [rec])
-        if rec.state not in LIVE:
-            return rec
-        time.sleep(poll_seconds)
-
-
-def succeeded(rec: RunRecord) -> bool:
-    return rec.state == COMPLETED
-
-
-def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = None) -> list[dict]:
-    """The registry's rows (one run, or every live run refreshed from the scheduler plus the ``last`` most recent),
-    each a dict with its progress parsed; a run whose record cannot be read shows as "unreadable" with why."""
-    import json
-
-    from hpc_finetune.records import UnreadableRecord
-    from hpc_finetune.tracking import current, refresh
-
-    unreadable: dict[str, str] = {}
-    if run is not None:
-        rows = registry.rows(current(registry, run).run_id)
-    else:
-        records = []
-        for r in registry.live_rows():
-            try:
-                records.append(RunRecord.load(Path(r["run_dir"])))
-            except UnreadableRecord as exc:  # one broken run must not hide the others
-                unreadable[r["run_id"]] = str(exc)
-        if records:
-            refresh(registry, records)
-        rows = registry.rows(last=last)
-    out = []
-    parsed: dict[str, dict] = {}
-    for r in rows:
-        d = dict(r)
-        raw = d["progress"]
-        if raw:
-            if raw not in parsed:
-                try:
-                    parsed[raw] = json.loads(raw)
-                except ValueError:
-                    parsed[raw] = None
-            d["progress"] = parsed[raw]
-        if d["run_id"] in unreadable:
-            d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
-        out.append(d)
-    return out
 
 
 def submit_eval_run(files: Any, config: Path, model: Path, out: Path, flags: list[str], *, cluster: Optional[str],

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_finetune.cli.views import segments_text, table
-    from hpc_finetune.runs import status_rows
+    from hpc_finetune.runstatus import status_rows
 
     registry = Registry()
     while True:

@@ -61,7 +61,7 @@ def segments_text(rec: RunRecord) -> str:
 
 def wait_and_print(registry: Registry, rec: RunRecord) -> int:
     """Wait until the run's job ends; print its status line; exit 0 only if it completed."""
-    from hpc_finetune.runs import status_rows, succeeded, wait_run
+    from hpc_finetune.runstatus import status_rows, succeeded, wait_run
 
     wait_run(registry, rec)
     print(table(status_rows(registry, rec.run_id)))
