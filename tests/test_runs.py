@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from hpc_finetune import jobspec, layout, runs
@@ -90,12 +88,16 @@ def test_one_launch_plan_for_render_and_the_node_program(home, tmp_path, sets, l
 
 
 def test_extra_sbatch_options_pass_through_the_spec(home, tmp_path):
-    """What a campaign's chained stage needs: options added to a resolved spec reach the #SBATCH header."""
-    from hpc_finetune.render import job_script
+    """What a campaign's chained stage needs: options given for a run dir reach its #SBATCH header, quoted."""
+    from hpc_finetune.profile import find_profile
+    from hpc_finetune.runconfig import load_run_config
 
-    prep = prepare_run(RunRequest(run_yaml(tmp_path), cluster="devcluster"))
-    spec = dataclasses.replace(prep.spec, sbatch_options=prep.spec.sbatch_options + [
-        ("dependency", "afterok:123"), ("kill-on-invalid-dep", "yes"), ("array", "0-3%2")])
-    text = job_script(prep.profile, spec)
+    cfg = load_run_config(run_yaml(tmp_path))
+    prep = runs.prepare_at(find_profile("devcluster"), cfg, tmp_path / "campaign" / "member-0", source="x",
+                           extra_sbatch=[("dependency", "afterok:123"), ("kill-on-invalid-dep", "yes"),
+                                         ("array", "0-3%2")])
+    lines = prep.script.splitlines()
+    header = lines[:lines.index("#SBATCH --requeue") + 4]
     for line in ("#SBATCH --dependency=afterok:123", "#SBATCH --kill-on-invalid-dep=yes", "#SBATCH --array=0-3%2"):
-        assert line in text
+        assert line in header
+    assert prep.spec.run_dir.name == "member-0" and cfg.output_dir is None  # the caller's config is untouched

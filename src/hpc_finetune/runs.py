@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from hpc_finetune import layout
 from hpc_finetune.errors import UserError
@@ -113,14 +114,21 @@ def load_request(request: RunRequest) -> tuple[ClusterProfile, RunConfig]:
 
 
 def prepare_at(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: str,
-               spec: Optional[JobSpec] = None) -> PreparedRun:
+               spec: Optional[JobSpec] = None,
+               extra_sbatch: Sequence[tuple[str, Optional[str]]] = ()) -> PreparedRun:
     """The run ``cfg`` on ``profile`` in ``run_dir``: resolved (unless ``spec``, already resolved for this directory,
-    is given), rendered, its node program built. ``cfg`` is not changed (the prepared copy gets the output_dir)."""
+    is given), rendered, its node program built. ``cfg`` is not changed (the prepared copy gets the output_dir).
+
+    ``extra_sbatch``: more ``#SBATCH`` options after the profile's, as (option, value or None) pairs, e.g.
+    ``("dependency", "afterok:123")``, ``("kill-on-invalid-dep", "yes")``, ``("array", "0-3%2")`` (values are
+    quoted by the template like every other)."""
     from hpc_finetune.job.launch import NodeProgram
     from hpc_finetune.jobspec import resolve
     from hpc_finetune.render import job_python, job_script
 
     spec = spec or resolve(profile, cfg, run_dir, source=source)
+    if extra_sbatch:
+        spec = dataclasses.replace(spec, sbatch_options=[*spec.sbatch_options, *extra_sbatch])
     cfg = copy.deepcopy(cfg)
     cfg.output_dir = str(spec.output_dir)
     plan = spec.launch
