@@ -62,8 +62,8 @@ def test_case_list_covers_the_acceptance_modes():
 @pytest.mark.parametrize("name", list(CASE))
 def test_each_case_loads_resolves_passes_check_and_renders(gpu_setup, name):
     from hpc_finetune.check import raise_problems
-    from hpc_finetune.runs import prepare_at
     from hpc_finetune.job.launch import NodeInfo
+    from hpc_finetune.runs import prepare_at
     from hpc_finetune.profile import find_profile
     from hpc_finetune.render import launch_files
     from hpc_finetune.runconfig import load_run_config
@@ -171,7 +171,7 @@ def test_row_arithmetic_from_run_files(tmp_path):
                             log="loading\nhpc-finetune train: warning: attention: flash_attention_2 asked, but the "
                                 "flash-attn package is not installed\n")
     peak, peak_text = ga.peak_flops(H100)
-    row = ga.status_rows("flash-attn", run_dir, params=190_000_000, peak=peak, plan=(15.0, 1.0), status="completed",
+    row = ga.collect("flash-attn", run_dir, params=190_000_000, peak=peak, plan=(15.0, 1.0), status="completed",
                      seconds=42.0)
     tps = 55 * 16384 / 5.5  # steps 5 -> 60 in 5.5 s: start-up and final save left out
     assert row["tokens_per_s"] == pytest.approx(tps, abs=0.1)
@@ -190,7 +190,7 @@ def test_row_arithmetic_from_run_files(tmp_path):
 
 def test_missing_memory_field_reads_na_and_failures_say_why(tmp_path):
     progress = [{"step": 5, "loss": 6.0, "time": 1.0}, {"step": 10, "loss": 5.99, "time": 2.0}]
-    ok = ga.status_rows("lora-bf16", synthetic_run(tmp_path / "a", summary={"step": 10, "max_steps": 10,
+    ok = ga.collect("lora-bf16", synthetic_run(tmp_path / "a", summary={"step": 10, "max_steps": 10,
                                                                        "tokens_per_step": 100}, progress=progress,
                                                log="no attention line here"),
                     params=10, peak=None, plan=(3.0, 1.0), status="completed", seconds=1)
@@ -202,13 +202,13 @@ def test_missing_memory_field_reads_na_and_failures_say_why(tmp_path):
     log = ("Traceback (most recent call last):\n  File \"x.py\", line 1\ntorch.OutOfMemoryError: CUDA out of memory. "
            "Tried to allocate 2.00 GiB\nsubmitit ERROR (2026-11-26) - Submitted job triggered an exception\n"
            "Traceback (most recent call last):\nRuntimeError: training on gpu1 exited with status 1\n")
-    bad = ga.status_rows("full-fp32-master", synthetic_run(tmp_path / "b", summary=None, progress=[], log=log),
+    bad = ga.collect("full-fp32-master", synthetic_run(tmp_path / "b", summary=None, progress=[], log=log),
                      params=10, peak=989e12, plan=(3.0, 1.0), status="failed (exit 1)", seconds=5)
     assert bad["status"] == "failed (exit 1): torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert bad["steps"] is None and bad["tokens_per_s"] is None
     limited = synthetic_run(tmp_path / "c", summary=None, progress=progress, log="")
     (limited / "output" / "interrupted.json").write_text(json.dumps({"step": 10}))
-    row = ga.status_rows("zero3-lora", limited, params=10, peak=None, plan=None, status="failed (exit 1)", seconds=70)
+    row = ga.collect("zero3-lora", limited, params=10, peak=None, plan=None, status="failed (exit 1)", seconds=70)
     assert row["status"] == "stopped by its time limit at step 10"
 
 

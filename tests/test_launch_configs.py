@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hpc_finetune.runs import prepare_at
 from hpc_finetune.job.launch import NodeInfo, NodeProgram
 from hpc_finetune.profile import load_profile_file
 from hpc_finetune.render import launch_files
 from hpc_finetune.resources import data_dir
 from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.runs import prepare_at
 
 pytestmark = pytest.mark.train
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hpc_finetune.runs import prepare_at
 from hpc_finetune.profile import load_profile_file
 from hpc_finetune.render import launch_files, quote_vars
 from hpc_finetune.resources import data_dir
 from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.runs import prepare_at
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN = "name: golden\nmodel: {path: /models/llama}\ndata: {train_file: /data/train.jsonl}\n"
@@ -135,7 +135,8 @@ def test_profile_mail_settings_become_sbatch_lines(tmp_path, monkeypatch):
     (tmp_path / "site.yaml").write_text(base + "mail_user: alice+hpc@uni.example\nmail_type: END,FAIL\n")
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(RUN)
-    prep = prepare_at(load_profile_file(tmp_path / "site.yaml"), load_run_config(cfg_path), tmp_path / "r", source="x")
+    prep = prepare_at(load_profile_file(tmp_path / "site.yaml"), load_run_config(cfg_path), tmp_path / "r",
+                      source="x")
     assert "#SBATCH --mail-user=alice+hpc@uni.example\n#SBATCH --mail-type=END,FAIL\n" in prep.script
     for bad in ("mail_type: 'END\\ntouch /tmp/x'", "mail_user: 'a@b; rm -rf ~'", "mail_type: end"):
         (tmp_path / "bad.yaml").write_text(base + bad + "\n")
