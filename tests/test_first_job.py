@@ -96,7 +96,7 @@ def test_full_finetuning_trains_fp32_master_weights_under_bf16(home, demo_dir, t
     (["launch.strategy=ddp"], {"use_cpu": True, "ddp_find_unused_parameters": False}),
     (["launch.strategy=ddp", "method=full"], {"use_cpu": True}),  # a PreTrainedModel: transformers decides
     (["launch.strategy=deepspeed", "launch.zero_stage=2"], {}),  # DeepSpeed's own engine, not accelerate's CPU mode
-    (["launch.strategy=deepspeed", "launch.launcher=torchrun"], {"deepspeed": "RUN/deepspeed_config.json"}),  # from the launch plan
+    (["launch.strategy=deepspeed", "launch.launcher=torchrun"], {"deepspeed": "RUN/deepspeed_config.json"}),
 ])
 def test_cpu_processes_are_told_they_are_on_cpu(tmp_path, monkeypatch, sets, expected):
     """What makes two CPU processes one DDP job (accelerate's MULTI_CPU mode needs use_cpu; the multi-process runs in
