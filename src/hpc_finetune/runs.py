@@ -12,9 +12,9 @@
 - ``submit_eval_run(...)``: `eval --submit`, a one-process job of its own, through the same ``create_run``.
 
 ``create_run`` (shared by `submit` and `eval --submit`): a run directory is claimed atomically (two submits of one
-name at once get ``name`` and ``name-2``); SIGTERM/SIGHUP while it is being written raise SystemExit so that it is removed; while the
-scheduler takes the job, and until the job is recorded, they are held, then honoured (exit 128+N). A submit killed
-mid-way leaves either nothing or a whole, recorded run, never an empty directory.
+name at once get ``name`` and ``name-2``); SIGTERM/SIGHUP while it is being written raise SystemExit so that it is
+removed; while the scheduler takes the job, and until the job is recorded, they are held, then honoured (exit
+128+N). A submit killed mid-way leaves either nothing or a whole, recorded run, never an empty directory.
 """
 
 from __future__ import annotations
