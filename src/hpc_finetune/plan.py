@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_finetune.errors import UserError
+from hpc_finetune.memsize import megabytes
 
 GB = 1e9  # decimal gigabytes, as the ZeRO paper and GPU data sheets use
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -508,9 +509,7 @@ def inputs_from_run(cfg, spec, profile) -> PlanInputs:  # RunConfig, JobSpec, Cl
 
 
 def _mem_gb(mem: str) -> float:
-    from hpc_finetune.livecheck import mem_mb
-
-    return mem_mb(mem) * 1024 * 1024 / GB
+    return (megabytes(mem) or 0) * 1024 * 1024 / GB
 
 
 def render_table(plan: Plan) -> str:
