@@ -1,7 +1,9 @@
 """How a job segment ended, and whether the run goes on: the requeue and retry policy, in one place.
 
-Written by the job itself (node 0's program, or the batch script after `srun` returned non-zero) into
-RUN_DIR/attempts.jsonl, one JSON line per event; read by `status`. Login-light: no training library here.
+Words: a *segment* is one job instance of a run (``records.Segment``, record.json's "segments"); its *events* are
+what the job logged about it (start, requeued, stopped, retrying, gave up, ...). The job itself (node 0's program,
+or the batch script after `srun` returned non-zero) appends them to RUN_DIR/attempts.jsonl (``EVENTS_FILE``; the
+name older runs have), one JSON line per event; `status` reads them. Login-light: no training library here.
 
 Policy:
 - time limit or preemption signal (the profile's warning signal, or the SIGTERM of a preemption with a GraceTime):
@@ -26,7 +28,7 @@ from typing import Optional
 
 from hpc_finetune.jsonlog import read_objects
 
-ATTEMPTS = "attempts.jsonl"
+EVENTS_FILE = "attempts.jsonl"  # kept: run directories of every release have it
 MAX_EVENTS_BYTES = 8 * 1024 * 1024
 
 
@@ -34,13 +36,13 @@ def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
     line = {"event": event, "job_id": os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")),
             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             "host": os.uname().nodename, "time": time.time(), **fields}
-    with open(Path(run_dir) / ATTEMPTS, "a") as f:
+    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
         f.write(json.dumps(line) + "\n")
     return line
 
 
 def read_events(run_dir: Path | str) -> list[dict]:
-    return read_objects(Path(run_dir) / ATTEMPTS, tail_bytes=MAX_EVENTS_BYTES)  # bounded: the newest are plenty
+    return read_objects(Path(run_dir) / EVENTS_FILE, tail_bytes=MAX_EVENTS_BYTES)  # bounded: the newest are plenty
 
 
 def current_step(output_dir: Path | str) -> int:
@@ -138,7 +140,7 @@ def requeue_allowed(events: list[dict], job_id: str, max_requeues: int) -> Optio
 
 
 def retry_decision(events: list[dict], status: int, step: int, retry_on_failure: int) -> tuple[bool, str]:
-    """After a failed segment: (retry?, why). ``events`` are the attempts so far, without this failure."""
+    """After a failed segment: (retry?, why). ``events`` are the run's events so far, without this failure."""
     if retry_on_failure <= 0:
         return False, f"failed with exit status {status} at step {step}; the profile does not retry failures " \
                       "(retry_on_failure: 0); `hpc-finetune requeue RUN` resumes from the last checkpoint"
