@@ -25,7 +25,6 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = {"PATH": "the activation section sets up the environment",
                 **{name: "set by `offline`" for name in OFFLINE_VARS},
                 **{name: f"set by caches.{attr}" for name, attr in CACHE_VARS.items()}}
-SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from hpc_finetune import dtypes
 from hpc_finetune.errors import UserError
-from hpc_finetune.schema import apply_overrides, from_dict, load, opt, read_yaml, required, set_key
+from hpc_finetune.schema import apply_overrides, load, opt, read_yaml, required, set_key
 from hpc_finetune.timefmt import parse_time
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -350,10 +350,6 @@ def load_run_config(path: Path, overrides: list[str] | None = None, *, base_dir:
     cfg = load(RunConfig, data, source=str(path), origins=origins)
     absolutize(cfg, base_dir or path.resolve().parent, str(path))
     return cfg
-
-
-def run_config_from_dict(data: dict, source: str) -> RunConfig:
-    return from_dict(RunConfig, data, source=source)
 
 
 def _looks_local(value: str) -> bool:
