@@ -103,7 +103,7 @@ def validate_columns(ds: Any, data: DataConfig, where: str) -> None:
     name = getattr(data, key)
     if name not in ds.column_names:
         raise UserError(missing_field(where, data, ds.column_names), field=f"data.{key}")
-    for i, value in enumerate(list(ds[name])):
+    for i, value in enumerate(ds[name]):  # row by row: a big column is not copied into a list
         problem = value_problem(value, i + 1, data, ds.column_names)
         if problem:
             raise UserError(f"{where}: {problem}", field=f"data.{key}")
