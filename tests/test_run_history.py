@@ -13,7 +13,7 @@ import pytest
 
 from conftest import cli
 from hpc_finetune.records import COLUMNS, IndexRow, Registry, RunRecord, Segment
-from hpc_finetune.states import ENDED, LIVE, REQUEUEABLE, SLURM_STATES, State, from_slurm, run_state
+from hpc_finetune.states import ENDED, LIVE, REQUEUEABLE, SLURM_STATES, Event, State, from_slurm, run_state
 from test_gpu_hours import fake_sacct
 
 
@@ -31,6 +31,16 @@ def test_state_is_a_plain_word_wherever_it_is_stored():
                                        ("SOMETHING_NEW", State.UNKNOWN)])
 def test_one_table_from_slurm_states(raw, state):
     assert from_slurm(raw) is state
+
+
+def test_event_words_are_the_ones_old_runs_have_on_disk(tmp_path):
+    from hpc_finetune.segments import log_event, read_events
+
+    assert {str(e) for e in Event} == {"start", "trainer exited", "trainer error", "completed", "checkpointed",
+                                       "requeued", "stopped", "terminated", "retrying", "gave up"}
+    log_event(tmp_path, Event.GAVE_UP, reason="x")
+    assert json.loads((tmp_path / "attempts.jsonl").read_text())["event"] == "gave up"
+    assert read_events(tmp_path)[0]["event"] == Event.GAVE_UP
 
 
 def ev(*names: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """A run's state: one enum, one table from scheduler states to it, and the one rule that reads the job's own events.
 
-``State`` is a ``str`` enum: records, the sqlite index and ``status --json`` keep the plain words they always had
-(``State.PENDING == "pending"``), and a word read back from an old record is the same state.
+``State`` and ``Event`` are ``str`` enums: records, the sqlite index, RUN_DIR/attempts.jsonl and ``status --json``
+keep the plain words they always had (``State.PENDING == "pending"``), and a word read back from an old run is the
+same member. Standard library only: the node program and the training core log events with these words too.
 """
 
 from __future__ import annotations
@@ -40,8 +41,30 @@ class State(str, Enum):
     State.PENDING, State.RUNNING, State.COMPLETED, State.FAILED, State.CANCELLED, State.TIMEOUT, State.PREEMPTED,
     State.NODE_FAIL, State.REQUEUED, State.UNKNOWN, State.STOPPED)
 
-TRAINER_ERROR = "trainer error"  # attempts.jsonl event: the training core's one-line error (status shows it)
-BOOKKEEPING = ("trainer exited", TRAINER_ERROR)  # events that log a trainer's exit, not how the segment ended
+
+
+class Event(str, Enum):
+    """What a job logs about its segment (RUN_DIR/attempts.jsonl, ``segments.log_event``), in the order they come."""
+
+    START = "start"  # the node program began (step: where it resumes)
+    TRAINER_EXITED = "trainer exited"  # the trainers' launcher returned (returncode)
+    TRAINER_ERROR = "trainer error"  # the training core's one-line error (status shows it)
+    COMPLETED = "completed"  # training finished
+    CHECKPOINTED = "checkpointed"  # saved on a signal, the trainers exited
+    REQUEUED = "requeued"  # requeued itself on a time-limit or preemption signal
+    STOPPED = "stopped"  # saved and ended on purpose: the requeue limit
+    TERMINATED = "terminated"  # a SIGTERM that is no preemption: saved if it could, not requeued
+    RETRYING = "retrying"  # failed, requeued by the retry policy
+    GAVE_UP = "gave up"  # failed, not retried (segments.retry_decision says why)
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+TRAINER_ERROR = Event.TRAINER_ERROR
+BOOKKEEPING = (Event.TRAINER_EXITED, Event.TRAINER_ERROR)  # a trainer's exit logged, not how the segment ended
+CONTINUED = (Event.REQUEUED, Event.RETRYING)  # the segment handed over to the next one by itself
+ENDED_ON_PURPOSE = (Event.STOPPED, Event.GAVE_UP, Event.TERMINATED)  # the job's own word on why the run ended
 
 SLURM_STATES: Mapping[str, State] = {
     "PENDING": PENDING, "CONFIGURING": PENDING, "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING,
@@ -73,6 +96,6 @@ def run_state(scheduler_state: State, events: Iterable[Mapping[str, object]]) ->
     for e in events:
         if e.get("event") not in BOOKKEEPING:
             last = e.get("event")
-    if scheduler_state == FAILED and last == "stopped":
+    if scheduler_state == FAILED and last == Event.STOPPED:
         return STOPPED
     return State(scheduler_state)

@@ -9,7 +9,7 @@ from typing import Optional
 from hpc_finetune.records import NO_RESULT, Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
 from hpc_finetune.segments import read_events
-from hpc_finetune.states import BOOKKEEPING, ENDED, FAILED, LIVE, TRAINER_ERROR, run_state
+from hpc_finetune.states import BOOKKEEPING, CONTINUED, ENDED, ENDED_ON_PURPOSE, FAILED, LIVE, Event, run_state
 
 
 def progress_of(rec: RunRecord) -> Optional[dict]:
@@ -25,19 +25,19 @@ def run_events(rec: RunRecord) -> list[dict]:
 
 
 def auto_requeues(events: list[dict]) -> int:
-    return sum(1 for a in events if a.get("event") in ("requeued", "retrying"))
+    return sum(1 for a in events if a.get("event") in CONTINUED)
 
 
 def end_reason(events: list[dict]) -> str:
     """Why an ended run stopped, as the job itself wrote it: the trainer's own one-line error of the last segment
     (bad data, a bad setting), and/or the requeue limit or repeated failure; else ''."""
     last = next((e for e in reversed(events) if e.get("event") not in BOOKKEEPING), None)
-    why = str(last.get("reason", "")) if last and last.get("event") in ("stopped", "gave up", "terminated") else ""
+    why = str(last.get("reason", "")) if last and last.get("event") in ENDED_ON_PURPOSE else ""
     error = ""
     for e in reversed(events):  # the trainer's error in the last segment only
-        if e.get("event") == "start":
+        if e.get("event") == Event.START:
             break
-        if e.get("event") == TRAINER_ERROR and e.get("reason"):
+        if e.get("event") == Event.TRAINER_ERROR and e.get("reason"):
             error = str(e["reason"])
             break
     return "; ".join(p for p in (error, why) if p)
