@@ -1,8 +1,8 @@
 """A run's state: one enum, one table from scheduler states to it, and the one rule that reads the job's own events.
 
 ``State`` and ``Event`` are ``str`` enums: records, the sqlite index, RUN_DIR/attempts.jsonl and ``status --json``
-keep the plain words they always had (``State.PENDING == "pending"``), and a word read back from an old run is the
-same member. Standard library only: the node program and the training core log events with these words too.
+keep the plain words they always had (``State.PENDING == "pending"``), and a word read back from an old run compares
+equal to its member. Standard library only: the node program and the training core log events with these words too.
 """
 
 from __future__ import annotations
