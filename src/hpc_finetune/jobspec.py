@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import layout
+from hpc_finetune import layout, memsize
 from hpc_finetune.errors import UserError, UserErrors
 from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
 from hpc_finetune.profile import ClusterProfile
@@ -41,12 +40,6 @@ class JobSpec:
         return sbatch_time(self.time_seconds)
 
 
-def _scale_mem(mem: str, factor: int) -> str:
-    m = re.fullmatch(r"(\d+)([KMGT]?)", mem)
-    assert m, mem
-    return f"{int(m.group(1)) * factor}{m.group(2)}"
-
-
 def gpus_asked(profile: ClusterProfile, cfg: RunConfig) -> int:
     return profile.gpus_per_node if cfg.resources.gpus_per_node is None else cfg.resources.gpus_per_node
 
@@ -54,7 +47,7 @@ def gpus_asked(profile: ClusterProfile, cfg: RunConfig) -> int:
 def node_request(profile: ClusterProfile, gpus: int) -> tuple[int, str]:
     """CPUs per task and memory per node that a job with ``gpus`` GPUs per node asks for."""
     if gpus:
-        return profile.cpus_per_gpu * gpus, _scale_mem(profile.mem_per_gpu, gpus)
+        return profile.cpus_per_gpu * gpus, memsize.scale(profile.mem_per_gpu, gpus)
     return profile.cpus_per_node_cpu_only, profile.mem_per_node_cpu_only
 
 

@@ -40,9 +40,9 @@ def segments_text(rec: RunRecord) -> str:
     for i, s in enumerate(rec.segments, 1):
         lines.append(f"  {i}. job {s.job_id} ({s.started_by}) {s.state} {s.reason} "
                      f"elapsed {format_time(s.elapsed)} nodes {s.nodelist or '-'}")
-    from hpc_finetune.tracking import attempts
+    from hpc_finetune.tracking import run_events
 
-    events = attempts(rec)
+    events = run_events(rec)
     if events:
         lines.append("  segments as the job logged them (restart = Slurm's requeue count within one job):")
         for a in events:
