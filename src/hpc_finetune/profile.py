@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from hpc_finetune import memsize
-from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
+from hpc_finetune.envvars import CACHE_VARS, DEFAULT_CHECKPOINT_SIGNAL, OFFLINE_VARS
 from hpc_finetune.errors import UserError, shorten
 from hpc_finetune.resources import data_dir
 from hpc_finetune.schema import from_dict, opt, read_yaml
@@ -95,7 +95,7 @@ class ClusterProfile:
     offline: bool = opt(True, "Compute nodes have no internet: set HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, "
                               "TRANSFORMERS_OFFLINE=1 and WANDB_MODE=offline.")
     signal: Literal["USR1", "USR2", "TERM", "INT", "HUP"] = opt(
-        "USR2", "Signal Slurm sends before the time limit (the trainer saves a checkpoint on it).")
+        DEFAULT_CHECKPOINT_SIGNAL, "Signal Slurm sends before the time limit (the trainer saves a checkpoint on it).")
     signal_seconds: int = opt(300, "Seconds before the time limit that the signal arrives.")
     max_requeues: int = opt(5, "Most times a run requeues itself after a time limit or preemption.")
     retry_on_failure: int = opt(0, "Automatic requeues after a node failure or a crash (0: none).")

@@ -34,7 +34,7 @@ from hpc_finetune.errors import UserError
 from hpc_finetune.files import write_atomic
 from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, next_run_id, now
 from hpc_finetune.runstatus import status_rows, succeeded, wait_run  # noqa: F401 - part of the service's API
-from hpc_finetune.states import LIVE, REQUEUEABLE, RUNNING
+from hpc_finetune.states import LIVE, REQUEUEABLE, RUNNING, State
 
 if TYPE_CHECKING:  # `status`, `cancel` and `requeue` of a running job need none of these: imported where used
     from hpc_finetune.jobspec import JobSpec
@@ -293,7 +293,7 @@ def requeue_run(run: str, *, registry: Optional[Registry] = None) -> Requeued:
     job_id = scheduler.submit(run_dir, prep.script, prep.program, time_seconds=prep.spec.time_seconds,
                               max_requeues=prep.profile.max_requeues)
     rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
-    rec.state, rec.reason = "pending", ""
+    rec.state, rec.reason = State.PENDING, ""
     rec.requeues += 1
     rec.save()
     registry.upsert(rec)

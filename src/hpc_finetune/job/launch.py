@@ -26,6 +26,7 @@ from hpc_finetune.envvars import CACHE_VARS, SIGNAL_DIR
 from hpc_finetune.job import segments
 from hpc_finetune.job import signals as trainer_signals
 from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
+from hpc_finetune.states import Event
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -147,7 +148,7 @@ class NodeProgram:
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
         print(f"hpc-finetune launch: {shlex.join(cmd)}", flush=True)
         started = self._started = time.time()
-        self._event("start", info, step=segments.current_step(self._output()))
+        self._event(Event.START, info, step=segments.current_step(self._output()))
         self._begin_signals(info)
         try:
             # its own session: torch elastic's workers are in sessions of their own anyway, so signals reach the
@@ -160,10 +161,10 @@ class NodeProgram:
             shutil.rmtree(self._signal_dir, ignore_errors=True)
         out = self._output()
         if rc != 0:
-            self._event("trainer exited", info, returncode=rc, step=segments.current_step(out))
+            self._event(Event.TRAINER_EXITED, info, returncode=rc, step=segments.current_step(out))
             raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
         interrupted = (out / "interrupted.json").exists() and not (out / "summary.json").exists()
-        self._event("checkpointed" if interrupted else "completed", info, step=segments.current_step(out))
+        self._event(Event.CHECKPOINTED if interrupted else Event.COMPLETED, info, step=segments.current_step(out))
         return {"node_rank": info.node_rank, "returncode": rc, "seconds": round(time.time() - started, 1)}
 
     # --- checkpoint signals: the profile's warning signal (time limit; preemption where the site sends it) and
@@ -205,7 +206,7 @@ class NodeProgram:
         info = self._info
         if info.node_rank != 0 or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
             if info.node_rank == 0:
-                self._event("terminated", info, reason="SIGTERM outside Slurm: saving, not requeued",
+                self._event(Event.TERMINATED, info, reason="SIGTERM outside Slurm: saving, not requeued",
                             step=segments.current_step(self._output()))
             return
         job = segments.slurm_job(info.job_id)
@@ -219,7 +220,7 @@ class NodeProgram:
         why = {"ended": f"the job is {job.get('JobState', '?')} (scancel, the time limit, or a requeue by hand)",
                "not Slurm": "not from Slurm (the job runs and nothing preempts it: a shutdown or a kill by hand)",
                "unknown": "Slurm did not answer"}[cause]
-        self._event("terminated", info, reason=f"SIGTERM: {why}; saving if there is time, not requeued",
+        self._event(Event.TERMINATED, info, reason=f"SIGTERM: {why}; saving if there is time, not requeued",
                     step=segments.current_step(self._output()))
 
     def _forward(self, signum: int) -> None:
@@ -251,7 +252,7 @@ class NodeProgram:
     def _output(self) -> Path:
         return Path(self.output_dir) if self.output_dir else layout.default_output_dir(self.run_dir)
 
-    def _event(self, event: str, info: NodeInfo, **extra: object) -> None:
+    def _event(self, event: Event, info: NodeInfo, **extra: object) -> None:
         """RUN_DIR/attempts.jsonl: how each job segment starts and ends (node 0 only), for `status`."""
         if info.node_rank == 0:
             segments.log_event(self.run_dir, event, **extra)
@@ -294,9 +295,9 @@ class NodeProgram:
             reason += "; the save did not finish in the time left, resuming from the last complete checkpoint"
         stop = segments.requeue_allowed(segments.read_events(self.run_dir), info.job_id, self.max_requeues)
         if stop:
-            self._event("stopped", info, reason=f"{reason}; {stop}", step=step)
+            self._event(Event.STOPPED, info, reason=f"{reason}; {stop}", step=step)
             return None  # submitit ends the job instead of requeuing it
-        self._event("requeued", info, reason=reason, step=step)
+        self._event(Event.REQUEUED, info, reason=reason, step=step)
         return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from hpc_finetune import __version__
 from hpc_finetune.dataformat import LOADERS, missing_field, unsupported_suffix, value_problem
+from hpc_finetune.envvars import TOKENIZED_CACHE
 from hpc_finetune.errors import UserError
 from hpc_finetune.runconfig import DataConfig, RunConfig
 from hpc_finetune.train import packing
@@ -29,8 +30,8 @@ def global_rank() -> int:
 
 
 def cache_root() -> Path:
-    if os.environ.get("HPCFT_TOKENIZED_CACHE"):
-        return Path(os.environ["HPCFT_TOKENIZED_CACHE"])
+    if os.environ.get(TOKENIZED_CACHE):
+        return Path(os.environ[TOKENIZED_CACHE])
     if os.environ.get("HF_DATASETS_CACHE"):
         return Path(os.environ["HF_DATASETS_CACHE"]) / "hpc-finetune-tokenized"
     return Path.home() / ".cache" / "hpc-finetune" / "tokenized"
