@@ -16,7 +16,7 @@ import pytest
 
 from conftest import cli
 from hpc_finetune.campaigns.arrayscript import ArrayMember, array_script
-from hpc_finetune.cli.common import build
+from hpc_finetune.runs import prepare_at
 from hpc_finetune.profile import load_profile_file
 from hpc_finetune.runconfig import load_run_config
 
@@ -43,7 +43,7 @@ def test_array_script_picks_the_member_at_run_time_and_runs_no_hostile_value(tmp
     cfg_path.write_text(RUN)
     profile = load_profile_file(site)
     runs = [root / "runs" / f"lr-m{i}" for i in range(3)]
-    prep = build(profile, load_run_config(cfg_path), runs[0], source="run.yaml")
+    prep = prepare_at(profile, load_run_config(cfg_path), runs[0], source="run.yaml")
     script = array_script(profile, prep.spec, "lr", root / "runs" / "lr",
                           [ArrayMember(i, str(d), str(d / "output")) for i, d in enumerate(runs)], 2)
     assert "#SBATCH --array=0-2%2" in script
@@ -175,6 +175,6 @@ def test_submitit_reads_an_array_task_program_under_the_name_the_array_script_gi
     assert env.job_id == "6_1"  # not the raw SLURM_JOB_ID (7)
     assert env.paths.submitted_pickle == tmp_path / "6_1_submitted.pkl"
     assert JobPaths(tmp_path, job_id="6_1").submitted_pickle.name == "6_1_submitted.pkl"
-    from hpc_finetune.segments import own_job_id
+    from hpc_finetune.job.segments import own_job_id
 
     assert own_job_id() == "6_1" and own_job_id({"SLURM_JOB_ID": "12"}) == "12"

@@ -38,6 +38,12 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
     from hpc_finetune.tracking import current, refresh
 
     unreadable: dict[str, str] = {}
+    from hpc_finetune.campaigns.store import is_campaign
+
+    if run is not None and is_campaign(registry, run):  # its runs, one row each (one sacct call)
+        from hpc_finetune.campaigns.status import campaign_rows
+
+        return campaign_rows(registry, run)
     if run is not None:
         rows = registry.rows(current(registry, run).run_id)
     else:
@@ -65,4 +71,8 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
         if d["run_id"] in unreadable:
             d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
+    if run is None:  # a campaign's runs fold into one row (counts and best from the index alone)
+        from hpc_finetune.campaigns.status import fold, parsed_row
+
+        out = fold(out, lambda c: [parsed_row(dict(r), parsed) for r in registry.campaign_rows(c)])
     return out

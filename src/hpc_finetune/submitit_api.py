@@ -28,6 +28,24 @@ TASK_MODULE = "submitit.core._submit"  # python -m TASK_MODULE JOBS_DIR: one tas
 LOCAL_CONTROLLER_MODULE = "submitit.local._local"  # python -m ...: the local controller (time limit, signals)
 
 
+def write_program(program: Any, path: Path, *, timeout_min: int, max_requeues: int) -> None:
+    """Pickle ``program`` the way submitit's executor does before a submit (a DelayedSubmission with its timeout
+    bookkeeping: core/core.py PicklingExecutor._internal_process_submissions), so submitit's task can load it."""
+    from submitit.core.utils import DelayedSubmission
+
+    delayed = DelayedSubmission(program)
+    delayed.set_timeout(timeout_min, max_requeues)
+    delayed.dump(path)
+
+
+def submitted_pickle_name(job_id: str) -> str:
+    """The file submitit's task loads for ``job_id`` in its folder (``6_1`` for an array task: JobPaths'
+    ``%j_submitted.pkl`` with %j = SlurmJobEnvironment.job_id = ARRAY_TASK)."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths("/", job_id=job_id).submitted_pickle.name
+
+
 def parse_node_list(nodelist: str) -> list[str]:
     """Host names of a Slurm node list, the way submitit reads them (``node[1-2],gpu7`` -> node1, node2, gpu7)."""
     from submitit.slurm.slurm import _parse_node_list

@@ -18,8 +18,8 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import __version__
-from hpc_finetune.envvars import OFFLINE_VARS
+from hpc_finetune import __version__, submitit_api
+from hpc_finetune.envvars import CACHE_VARS, CHECKPOINT_SIGNAL, OFFLINE_VARS
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.render import cache_exports, environment, job_python
@@ -63,11 +63,12 @@ def array_script(profile: ClusterProfile, spec: JobSpec, campaign: str, campaign
     array_spec = dataclasses.replace(spec, run_dir=Path(RUN_DIR_REF), sbatch_options=array_sbatch_options(
         spec, campaign, campaign_dir, len(members), max_parallel))
     env_vars = cache_exports(profile, Path(RUN_DIR_REF))
-    env_vars.append(("HPCFT_CHECKPOINT_SIGNAL", profile.signal))
+    env_vars.append((CHECKPOINT_SIGNAL, profile.signal))
     if profile.offline:
         env_vars.extend(OFFLINE_VARS.items())
     env_vars.extend(profile.extra_env.items())
     return environment().get_template("slurm_array.sh.j2").render(
         version=__version__, profile=profile, spec=array_spec, env_vars=env_vars, campaign=campaign,
         members=members, python=job_python(profile), node_local=profile.storage.node_local,
+        cache_vars=list(CACHE_VARS), submitit_task=submitit_api.TASK_MODULE,
     )

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_finetune.errors import UserError, shorten
-from hpc_finetune.records import Registry, RunRecord, UnreadableRecord, write_atomic
+from hpc_finetune.records import Registry, RunRecord, UnreadableRecord
+from hpc_finetune.files import write_atomic
 
 FILE = "campaign.json"
 MAX_BYTES = 16 << 20

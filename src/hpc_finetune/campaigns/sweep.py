@@ -19,7 +19,8 @@ from hpc_finetune.campaigns.store import Campaign, CampaignMember
 from hpc_finetune.errors import UserError
 from hpc_finetune.jobspec import JobSpec, resolve, runs_root
 from hpc_finetune.profile import ClusterProfile
-from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, next_run_id, now, write_atomic
+from hpc_finetune.records import Registry, RunRecord, Segment, claim_run_dir, next_run_id, now
+from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RUN_NAME, RunConfig
 
 ARRAY_SCRIPT = "array.sh"
@@ -43,7 +44,7 @@ class SweepRequest:
     @property
     def flags(self) -> dict[str, tuple[str, Any]]:
         """config key -> (flag, value) of --nodes/--gpus/--time/--partition, as `submit` applies them."""
-        from hpc_finetune.cli.common import FLAGS
+        from hpc_finetune.runs import FLAGS
 
         return {key: (f"--{flag}", getattr(self, flag)) for flag, key in FLAGS.items()}
 
@@ -62,12 +63,10 @@ def load_base(req: SweepRequest) -> tuple[ClusterProfile, RunConfig]:
 def prepare_member(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, source: str) -> tuple[Any, dict[str, str]]:
     """A member prepared like any run for its directory: (prepared run with .spec/.script/.program, its files:
     run.yaml, profile.yaml, its own job.sh for a later `requeue MEMBER` as a plain job, launch configs)."""
-    from hpc_finetune.cli.common import build, config_yaml, profile_yaml
-    from hpc_finetune.render import launch_files
+    from hpc_finetune.runs import prepare_at
 
-    prep = build(profile, cfg, run_dir, source=source)
-    return prep, {"run.yaml": config_yaml(prep.cfg), "profile.yaml": profile_yaml(prep.profile),
-                  "job.sh": prep.script, **launch_files(prep.cfg, prep.spec)}
+    prep = prepare_at(profile, cfg, run_dir, source=source)
+    return prep, prep.files
 
 
 @dataclass

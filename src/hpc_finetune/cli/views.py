@@ -26,6 +26,11 @@ def table(rows: list[dict]) -> str:
     head = ("RUN", "STATE", "JOB", "NODESxGPUS", "ELAPSED/LIMIT", "PROGRESS")
     lines = [head]
     for d in rows:
+        if d.get("kind") == "campaign":
+            from hpc_finetune.campaigns.status import table_cells
+
+            lines.append(table_cells(d))
+            continue
         lines.append((d["run_id"], d["state"] + (f" (requeues {d['requeues']})" if d["requeues"] else ""),
                       d["job_id"] or "-", f"{d['nodes']}x{d['gpus_per_node']}",
                       f"{format_time(d['elapsed'])}/{format_time(d['time_seconds'])}",

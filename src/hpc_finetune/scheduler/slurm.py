@@ -66,17 +66,14 @@ class SlurmScheduler(Scheduler):
         own map_array moves the pickles to ``ARRAY_TASK_submitted.pkl`` only after sbatch returned, and a task
         that starts first waits 60 s for them (core/submission.py process_job) and then fails. The array script
         copies the member's pickle to that name at run time (campaigns/arrayscript.py)."""
-        from submitit.core.utils import DelayedSubmission
-
         from hpc_finetune.campaigns.arrayscript import MEMBER_PICKLE
+        from hpc_finetune.submitit_api import write_program
 
         for run_dir, program in members:
             jobs = run_dir / "jobs"
             jobs.mkdir(parents=True, exist_ok=True)
-            delayed = DelayedSubmission(program)
-            delayed.set_timeout(max(1, time_seconds // 60), max_requeues)  # as submitit's executor does
             tmp = jobs / f".{MEMBER_PICKLE}.tmp"
-            delayed.dump(tmp)
+            write_program(program, tmp, timeout_min=max(1, time_seconds // 60), max_requeues=max_requeues)
             tmp.replace(jobs / MEMBER_PICKLE)
         # indices: some members again (a campaign's `requeue`), e.g. "1,3%2"; sbatch's --array beats the script's
         out = run(["sbatch", "--parsable", *([f"--array={indices}"] if indices else []), str(script_path)], "sweep")
