@@ -175,6 +175,35 @@ def test_submitit_reads_an_array_task_program_under_the_name_the_array_script_gi
     assert env.job_id == "6_1"  # not the raw SLURM_JOB_ID (7)
     assert env.paths.submitted_pickle == tmp_path / "6_1_submitted.pkl"
     assert JobPaths(tmp_path, job_id="6_1").submitted_pickle.name == "6_1_submitted.pkl"
+    from hpc_finetune import submitit_api
+
+    assert submitit_api.submitted_pickle_name("6_1") == "6_1_submitted.pkl"
+    submitit_api.write_program(print, tmp_path / "p.pkl", timeout_min=3, max_requeues=2)  # as submitit's task loads it
+    from submitit.core.utils import DelayedSubmission
+
+    loaded = DelayedSubmission.load(tmp_path / "p.pkl")
+    assert loaded.function is print and loaded._timeout_min == 3 and loaded._timeout_countdown == 2
     from hpc_finetune.job.segments import own_job_id
 
     assert own_job_id() == "6_1" and own_job_id({"SLURM_JOB_ID": "12"}) == "12"
+
+
+def test_the_array_script_exports_what_a_member_job_script_exports(sweep_world, tmp_path):
+    """Each task runs its member like the member's own job.sh would: the same variables (the run directory's taken at
+    run time), the same launch; a variable added to job.sh but not to the array script fails here."""
+    env = fake_bin(tmp_path, "sbatch", "echo 5\n")
+    cli(*SWEEP, str(sweep_world), "--grid", "lora.r=4,8", env=env, check=True)
+    runs = Path(os.environ["HPCFT_DEVCLUSTER_SHARED"]) / "hpc-finetune" / "runs"
+    array = (runs / "lr" / "array.sh").read_text()
+    member = (runs / "lr-r8" / "job.sh").read_text()
+    exported = lambda text: {ln.split("=")[0].split()[1]: ln.split("=", 1)[1]  # noqa: E731
+                             for ln in text.splitlines() if ln.startswith("export ") and "=" in ln}
+    mine, its = exported(array), exported(member)
+    assert set(its) - set(mine) == {"HPCFT_RUN_DIR"}  # set by the member's `case` branch, then exported
+    assert "export HPCFT_RUN_DIR\n" in array
+    for name, value in its.items():
+        if name != "HPCFT_RUN_DIR":
+            assert mine[name] == value.replace(str(runs / "lr-r8"), "${HPCFT_RUN_DIR}"), name
+    header = lambda text: [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]  # noqa: E731
+    assert [h for h in header(array) if "--array" not in h and "--output" not in h and "--job-name" not in h] == \
+        [h for h in header(member) if "--output" not in h and "--job-name" not in h]
