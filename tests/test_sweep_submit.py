@@ -207,3 +207,25 @@ def test_the_array_script_exports_what_a_member_job_script_exports(sweep_world, 
     header = lambda text: [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]  # noqa: E731
     assert [h for h in header(array) if "--array" not in h and "--output" not in h and "--job-name" not in h] == \
         [h for h in header(member) if "--output" not in h and "--job-name" not in h]
+
+
+def test_a_stage_hook_adds_array_options_before_the_array_is_queued(sweep_world, tmp_path, monkeypatch):
+    """`sweep --prepare` (the stages' side) queues a job first and makes the array wait on it: submit_sweep's
+    before_submit hook sees the campaign folder and the member records, and its options reach the array's header."""
+    from hpc_finetune.campaigns.sweep import SweepRequest, submit_sweep
+    from hpc_finetune.records import Registry
+
+    env = fake_bin(tmp_path, "sbatch", "echo 8\n")
+    monkeypatch.setenv("PATH", env["PATH"])
+    seen = {}
+
+    def before(campaign_dir, records):
+        seen["dir"], seen["members"] = campaign_dir.name, [r.run_id for r in records]
+        return [("dependency", "afterok:12"), ("kill-on-invalid-dep", "yes")]
+
+    req = SweepRequest(config=sweep_world, sets=[], grid=["lora.r=4,8"], cluster="devcluster", nodes=1, gpus=1,
+                       check=False)
+    campaign, records = submit_sweep(req, Registry(), before_submit=before)
+    assert seen == {"dir": "lr", "members": ["lr-r4", "lr-r8"]} and campaign.array_job_id == "8"
+    header = (Path(campaign.campaign_dir) / "array.sh").read_text()
+    assert "#SBATCH --dependency=afterok:12\n#SBATCH --kill-on-invalid-dep=yes\n" in header

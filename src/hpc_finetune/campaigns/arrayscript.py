@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from hpc_finetune import __version__, submitit_api
 from hpc_finetune.envvars import CACHE_VARS, CHECKPOINT_SIGNAL, OFFLINE_VARS
@@ -41,8 +41,8 @@ def array_range(n: int, max_parallel: Optional[int]) -> str:
     return f"{text}%{max_parallel}" if max_parallel else text
 
 
-def array_sbatch_options(spec: JobSpec, campaign: str, campaign_dir: Path, n: int,
-                         max_parallel: Optional[int]) -> list[tuple[str, Optional[str]]]:
+def array_sbatch_options(spec: JobSpec, campaign: str, campaign_dir: Path, n: int, max_parallel: Optional[int],
+                         extra: Sequence[tuple[str, Optional[str]]] = ()) -> list[tuple[str, Optional[str]]]:
     """A member's #SBATCH options for the whole array: the campaign's job name, ``--array``, and the batch log in
     the campaign folder (each task sends its own output to its member's run directory at once)."""
     opts: list[tuple[str, Optional[str]]] = []
@@ -54,14 +54,16 @@ def array_sbatch_options(spec: JobSpec, campaign: str, campaign_dir: Path, n: in
             opts.append((key, str(campaign_dir / "jobs" / "%A_%a_log.out")))
         else:
             opts.append((key, value))
-    return opts
+    return [*opts, *extra]
 
 
 def array_script(profile: ClusterProfile, spec: JobSpec, campaign: str, campaign_dir: Path,
-                 members: list[ArrayMember], max_parallel: Optional[int]) -> str:
-    """The whole array script. ``spec`` is any member's (they share resources: grid.py refuses resources.*)."""
+                 members: list[ArrayMember], max_parallel: Optional[int],
+                 extra_sbatch: Sequence[tuple[str, Optional[str]]] = ()) -> str:
+    """The whole array script. ``spec`` is any member's (they share resources: grid.py refuses resources.*);
+    ``extra_sbatch``: more #SBATCH options for the array, e.g. ("dependency", "afterok:12") on a prepare job."""
     array_spec = dataclasses.replace(spec, run_dir=Path(RUN_DIR_REF), sbatch_options=array_sbatch_options(
-        spec, campaign, campaign_dir, len(members), max_parallel))
+        spec, campaign, campaign_dir, len(members), max_parallel, extra_sbatch))
     env_vars = cache_exports(profile, Path(RUN_DIR_REF))
     env_vars.append((CHECKPOINT_SIGNAL, profile.signal))
     if profile.offline:

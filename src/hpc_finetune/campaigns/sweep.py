@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from hpc_finetune.campaigns import grid, members as members_mod
 from hpc_finetune.campaigns.arrayscript import ArrayMember, array_script
@@ -155,8 +155,18 @@ def dry_run_note(plan: SweepPlan) -> str:
             + (f", at most {plan.max_parallel} at once" if plan.max_parallel else "") + "\n" + member_table(plan))
 
 
-def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[RunRecord]]:
-    """Check every member, then claim, write, submit, record; nothing left behind on failure."""
+BeforeSubmit = Callable[[Path, list[RunRecord]], Sequence[tuple[str, Optional[str]]]]
+
+
+def submit_sweep(req: SweepRequest, registry: Registry, *, before_submit: Optional[BeforeSubmit] = None,
+                 start_local_runner: bool = True) -> tuple[Campaign, list[RunRecord]]:
+    """Check every member, then claim, write, submit, record; nothing left behind on failure.
+
+    Hooks for chained stages (campaigns/chain.py): ``before_submit(campaign_dir, member_records)`` runs once the
+    campaign folder and the members' records exist and before the array is queued; it returns more #SBATCH options
+    for the array (e.g. ``("dependency", "afterok:PREPARE")`` after queuing a prepare job in the campaign).
+    ``start_local_runner=False``: on the local profile leave the members held (no runner of our own): the stages'
+    queue_stages starts the one runner that owns the members and their stages."""
     from hpc_finetune.runs import _TERM, _terminate_as_exception
     from hpc_finetune.scheduler import get_scheduler
 
@@ -204,7 +214,8 @@ def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[
                 programs.append((run_dir, prep.program))
                 array_members.append(ArrayMember(m.index, str(run_dir), str(spec.output_dir)))
             assert spec0 is not None
-            script = array_script(profile, spec0, campaign_id, campaign_dir, array_members, req.max_parallel)
+            extra = list(before_submit(campaign_dir, records)) if before_submit else []
+            script = array_script(profile, spec0, campaign_id, campaign_dir, array_members, req.max_parallel, extra)
             write_atomic(campaign_dir / ARRAY_SCRIPT, script)
             (campaign_dir / "jobs").mkdir(exist_ok=True)
             campaign = Campaign(campaign_id=campaign_id, name=req.name or base.name, kind="sweep",
@@ -222,9 +233,10 @@ def submit_sweep(req: SweepRequest, registry: Registry) -> tuple[Campaign, list[
                 for rec in records:
                     registry.upsert(rec)
                 _TERM["deferred"] = True
-                campaign.extra["runner_pid"] = start_runner(campaign_dir, records,
-                                                            max_parallel=req.max_parallel or 0)
-                campaign.save()
+                if start_local_runner:
+                    campaign.extra["runner_pid"] = start_runner(campaign_dir, records,
+                                                                max_parallel=req.max_parallel or 0)
+                    campaign.save()
                 return campaign, records
             _TERM["deferred"] = True  # the scheduler may accept the array, which must then be recorded whole
             array_id = get_scheduler(profile.scheduler).submit_array(
