@@ -31,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     campaign, records = submit_sweep(req, registry)
     first = records[0]
-    print(f"submitted campaign {campaign.campaign_id}: {len(records)} member(s) as job array {campaign.array_job_id} "
+    how = f"as job array {campaign.array_job_id}" if campaign.array_job_id else "for the local runner"
+    print(f"submitted campaign {campaign.campaign_id}: {len(records)} member(s) {how} "
           f"on {campaign.cluster} ({first.nodes} node(s) x {first.gpus_per_node} GPU(s) each"
           + (f", at most {campaign.max_parallel} at once)" if campaign.max_parallel else ")"))
     keys = list(campaign.members[0].values)
-    rows = [["JOB", "RUN", *keys]] + [[f"{campaign.array_job_id}_{m.index}", m.run_id, *(m.values[k] for k in keys)]
-                                      for m in campaign.members]
+    rows = [["JOB", "RUN", *keys]] + [[f"{campaign.array_job_id}_{m.index}" if campaign.array_job_id else "-",
+                                       m.run_id, *(m.values[k] for k in keys)] for m in campaign.members]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
