@@ -106,8 +106,9 @@ def test_an_old_run_directory_still_loads_and_reports(home, tmp_path):
     rec = RunRecord.load(run_dir)
     assert rec.state is State.RUNNING and [s.state for s in rec.segments] == [State.TIMEOUT, State.RUNNING]
     assert rec.gpu_hours == pytest.approx((7200 + 60 * 2) / 3600)
-    rec.save()  # written back with the same keys and plain words
-    assert json.loads((run_dir / "record.json").read_text()) == old
+    rec.save()  # written back with the same keys and plain words (plus the campaign fields, at their defaults)
+    assert json.loads((run_dir / "record.json").read_text()) == {**old, "campaign": "", "member": None, "after": [],
+                                                                 "dependency": ""}
     Registry().upsert(rec)
     env = fake_sacct(tmp_path, ["42|RUNNING|120|gpu2|0:0|cpu=2,gres/gpu=2,node=1"])
     out = cli("status", str(run_dir), "--segments", env=env, check=True).stdout
@@ -142,6 +143,6 @@ def test_an_old_registry_opens_and_named_rows_land_in_their_columns(home, tmp_pa
     assert row == {"run_id": "new", "run_dir": "/w/new", "cluster": "devcluster", "scheduler": "slurm",
                    "created": 2.0, "nodes": 2, "gpus_per_node": 4, "time_seconds": 3600, "job_id": "9",
                    "state": "timeout", "reason": "time limit", "elapsed": 3599, "segments": 1, "requeues": 3,
-                   "progress": '{"step": 3}', "gpu_hours": round(3599 * 8 / 3600, 4)}
+                   "progress": '{"step": 3}', "gpu_hours": round(3599 * 8 / 3600, 4), "campaign": "", "kind": "train"}
     reg.insert_many([IndexRow(run_id="bare", run_dir="/w/bare", created=3.0)])  # unnamed columns stay NULL
     assert dict(reg.rows("bare")[0])["state"] is None
