@@ -69,7 +69,11 @@ class RunRecord:
     reason: str = ""
     requeues: int = 0
     auto_requeues: int = 0
-    kind: str = "train"  # train | eval (an `eval --submit` job: evaluated again by `eval`, never requeued)
+    kind: str = "train"  # the stage: prepare | train | select | merge | eval | report (eval: an `eval --submit` job)
+    campaign: str = ""  # the campaign this run belongs to ("" for a plain run; see campaigns/)
+    member: Optional[int] = None  # its job-array task index in the campaign's sweep (None: not an array task)
+    after: list[str] = field(default_factory=list)  # run ids whose jobs this run's job waits on
+    dependency: str = ""  # the exact --dependency= value sbatch got
 
     @property
     def job_id(self) -> str:
@@ -120,15 +124,16 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, run_dir TEXT NOT NULL, cluster TEXT, scheduler TEXT, created REAL,
   nodes INTEGER, gpus_per_node INTEGER, time_seconds INTEGER, job_id TEXT, state TEXT, reason TEXT,
-  elapsed INTEGER, segments INTEGER, requeues INTEGER, progress TEXT, gpu_hours REAL
+  elapsed INTEGER, segments INTEGER, requeues INTEGER, progress TEXT, gpu_hours REAL, campaign TEXT, kind TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 """
+_INDEXES = "CREATE INDEX IF NOT EXISTS runs_campaign ON runs (campaign);"  # after the migrations add the column
 COLUMNS = ("run_id", "run_dir", "cluster", "scheduler", "created", "nodes", "gpus_per_node", "time_seconds",
-           "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress", "gpu_hours")
+           "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress", "gpu_hours", "campaign", "kind")
 # Columns added after the first release: (name, SQL type). Older registries gain them when opened.
-MIGRATIONS = (("gpu_hours", "REAL"),)
+MIGRATIONS = (("gpu_hours", "REAL"), ("campaign", "TEXT"), ("kind", "TEXT"))
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -171,6 +176,7 @@ class Registry:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             _migrate(db)
+            db.execute(_INDEXES)
         except sqlite3.DatabaseError as exc:
             raise _unreadable(self.path, exc) from None
         self._db = db
@@ -204,12 +210,14 @@ class Registry:
         row = (rec.run_id, rec.run_dir, rec.cluster, rec.scheduler, rec.created, rec.nodes, rec.gpus_per_node,
                rec.time_seconds, rec.job_id, rec.state, rec.reason, last.elapsed if last else None,
                len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None,
-               round(rec.gpu_hours, 4))
+               round(rec.gpu_hours, 4), rec.campaign, rec.kind)
         self.insert_many([row])
 
     def insert_many(self, rows: Iterable[tuple]) -> None:
-        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                    rows)
+        """Rows in COLUMNS order; a shorter row (written before the later columns existed) leaves them empty."""
+        width = len(COLUMNS)
+        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * width)})",
+                    (tuple(r) + (None,) * (width - len(r)) for r in rows))
 
     def rows(self, run_id: str | None = None, last: int | None = None) -> list[sqlite3.Row]:
         """One run; or every run; or every live run plus the ``last`` most recent ones, oldest first."""

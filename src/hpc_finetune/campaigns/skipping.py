@@ -1,0 +1,62 @@
+"""How `status` shows a stage whose chain broke: "skipped: train failed", not "pending" forever. A pure rule.
+
+What Slurm 22.05 does (dev cluster, see README "Chained stages"): a job queued with ``--dependency=afterok:ID
+--kill-on-invalid-dep=yes`` is cancelled by Slurm itself the moment ID fails (sacct: ``CANCELLED``, Reason
+``Dependency``, Start ``None``), and so is every job after it at the same moment; without kill-on-invalid-dep it
+stays ``PENDING`` with Reason ``DependencyNeverSatisfied`` forever. Either way it never ran, because a job before it
+did not complete; that is what the user needs to read, with the first failure of the chain named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+NOT_RUN = frozenset({"pending", "cancelled"})  # the states of a job that a broken dependency kept from running
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    """What the rule needs of one job of a chain (from its record and the index)."""
+
+    run_id: str
+    kind: str  # its stage: prepare, train, select, merge, eval, report
+    state: str  # its own state (states.py)
+    after: tuple[str, ...] = ()  # run ids it waits on
+    after_any: bool = False  # afterany: it runs however they ended (select)
+
+
+def shown_states(jobs: Iterable[ChainJob]) -> dict[str, str]:
+    """run_id -> what the STATE column says: the job's own state, or ``skipped: <stage> <state>`` for a job that
+    never ran because one before it did not complete (the first such job of the chain is named, so every job of a
+    broken tail says the same). Jobs before it that are not in ``jobs`` are taken as fine."""
+    by_id = {j.run_id: j for j in jobs}
+    shown: dict[str, str] = {}
+
+    def show(job: ChainJob, visiting: frozenset = frozenset()) -> str:
+        if job.run_id in shown:
+            return shown[job.run_id]
+        text = job.state
+        if job.state in NOT_RUN and not job.after_any and job.run_id not in visiting:
+            for dep_id in job.after:
+                dep = by_id.get(dep_id)
+                if dep is None:
+                    continue
+                dep_text = show(dep, visiting | {job.run_id})
+                if dep_text.startswith(SKIPPED):
+                    text = dep_text
+                    break
+                if dep_text not in ("pending", "running", "requeued", "unknown", "completed"):
+                    text = f"{SKIPPED}: {dep.kind} {dep_text}"
+                    break
+        shown[job.run_id] = text
+        return text
+
+    for job in by_id.values():
+        show(job)
+    return shown
+
+
+def is_skipped(text: str) -> bool:
+    return text.startswith(SKIPPED)
