@@ -54,9 +54,11 @@ def _terminate_as_exception():
             raise SystemExit(128 + pending)
 
 
-def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[Path], NewRun]) -> RunRecord:
+def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[Path], NewRun], *,
+               hold: bool = False) -> RunRecord:
     """Claim ``runs_root/name[-N]``, let ``build`` render the run for it, write, submit, record; roll back on any
-    failure. Returns the record, in the index, with its first segment."""
+    failure. Returns the record, in the index, with its first segment. ``hold``: write and record it without a job
+    (a local chain's job, which the local runner submits when the job before it has completed)."""
     from hpc_finetune.scheduler import get_scheduler
 
     with _terminate_as_exception():
@@ -71,6 +73,9 @@ def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[
                 write_atomic(run_dir / fname, text)
             rec = new.record
             rec.save()
+            if hold:
+                registry.upsert(rec)
+                return rec
             _TERM["deferred"] = True  # the scheduler may accept the job, which must then be recorded whole
             job_id = get_scheduler(rec.scheduler).submit(run_dir, new.script, new.program,
                                                           time_seconds=rec.time_seconds,
