@@ -60,3 +60,33 @@ def shown_states(jobs: Iterable[ChainJob]) -> dict[str, str]:
 
 def is_skipped(text: str) -> bool:
     return text.startswith(SKIPPED)
+
+
+def skipped_in(registry, rows: list[dict]) -> dict[str, str]:
+    """For `status`: run_id -> "skipped: ..." for the rows (index rows as dicts) of chain jobs that a failure before
+    them kept from running. Reads the index for the rest of their campaigns and the record.json of the campaign's
+    jobs that never ran (for what they wait on); nothing when no such row is shown."""
+    import json
+    from pathlib import Path
+
+    from hpc_finetune.campaigns.stages import STAGES
+
+    wanted = [d for d in rows if d.get("campaign") and d.get("state") in NOT_RUN]
+    if not wanted:
+        return {}
+    jobs: list[ChainJob] = []
+    for campaign in sorted({d["campaign"] for d in wanted}):
+        # (sweeps' Registry.campaign_rows is the same query)
+        for r in registry._query("SELECT run_id, run_dir, kind, state FROM runs WHERE campaign = ?", (campaign,)):
+            after: tuple[str, ...] = ()
+            if r["state"] in NOT_RUN:
+                try:
+                    after = tuple(json.loads((Path(r["run_dir"]) / "record.json").read_text()).get("after", []))
+                except (OSError, ValueError, AttributeError):
+                    after = ()
+            kind = r["kind"] or "train"
+            jobs.append(ChainJob(r["run_id"], kind, r["state"], after,
+                                 after_any=STAGES[kind].after_any if kind in STAGES else False))
+    shown = shown_states(jobs)
+    return {d["run_id"]: shown[d["run_id"]] for d in wanted
+            if d["run_id"] in shown and is_skipped(shown[d["run_id"]])}

@@ -67,6 +67,11 @@ def collect(registry: Registry, run: str | None, last: int | None = None) -> lis
         if d["run_id"] in unreadable:
             d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
+    from hpc_finetune.campaigns.skipping import skipped_in
+
+    skipped = skipped_in(registry, out)  # chain jobs that a failure before them kept from running
+    for d in out:
+        d["state"] = skipped.get(d["run_id"], d["state"])
     return out
 
 
