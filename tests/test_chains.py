@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, wait_for
 
 FAIL = f"{Path(__file__).resolve().parent / 'failing_step.py'}:FailAtStep"
 
@@ -76,6 +76,22 @@ def test_local_chain_whose_training_fails_shows_its_stages_skipped_and_leaves_no
         rec = json.loads((runs / run / "record.json").read_text())
         assert rec["segments"] == [] and rec["state"] == "cancelled"
     assert not (runs / "demo-train" / "output" / "merged").exists()
+
+
+@pytest.mark.train
+def test_local_requeue_of_the_failed_training_runs_its_skipped_stages_after_it(demo, home):
+    once = f"{Path(__file__).resolve().parent / 'failing_step.py'}:FailOnce"
+    proc = cli("submit", str(demo / "run.yaml"), "--then", "merge", "--set", "training.max_steps=4",
+               "--set", f"training.callbacks=['{once}']", "--wait")
+    assert proc.returncode == 1 and status_rows("demo-merge")["demo-merge"]["state"] == "skipped: train failed"
+    out = cli("requeue", "demo-train", check=True).stdout
+    assert "stage demo-merge (merge) will run after it again" in out
+    wait_for("the requeued chain to complete",
+             lambda: all(d["state"] == "completed" for d in status_rows("demo-train", "demo-merge").values()),
+             timeout=600)
+    runs = home / "hpc-finetune" / "runs"
+    assert (runs / "demo-train" / "output" / "merged" / "config.json").is_file()
+    assert (runs / "demo" / "runner-2" / "state.json").is_file()  # a runner of its own for the re-wired chain
 
 
 @pytest.mark.parametrize("args,message", [

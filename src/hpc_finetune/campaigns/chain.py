@@ -395,6 +395,59 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
     return lines
 
 
+def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
+    """`hpc-finetune requeue` of a chain's stage job: a running one is requeued in place; an ended one gets a new job
+    in its run directory, waiting on the jobs before it that have not completed yet; the stages after it are
+    re-wired to it. Returns lines to print."""
+    from hpc_finetune.scheduler import get_scheduler
+    from hpc_finetune.states import REQUEUEABLE, RUNNING
+    from hpc_finetune.tracking import refresh
+
+    refresh(registry, [rec])
+    if rec.state in LIVE and rec.segments:
+        if rec.state == RUNNING:
+            get_scheduler(rec.scheduler).requeue_running(rec.job_id)
+            return [f"requeued running job {rec.job_id} of {rec.kind} stage {rec.run_id}"]
+        raise UserError(f"run {rec.run_id} is {rec.state} (job {rec.job_id}); it will start on its own",
+                        source="requeue")
+    if rec.segments and rec.state not in REQUEUEABLE:
+        raise UserError(f"run {rec.run_id} is {rec.state}; only stage jobs that ended as "
+                        f"{', '.join(sorted(REQUEUEABLE))} can be requeued", source="requeue")
+    if rec.scheduler == "local":
+        rec.state, rec.reason = "pending", ""
+        rec.save()
+        registry.upsert(rec)
+        later = downstream(registry, rec)
+        for r in later:
+            r.state, r.reason = "pending", ""
+            r.save()
+            registry.upsert(r)
+        from hpc_finetune.campaigns.localchain import start_runner
+
+        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
+        return [f"{rec.kind} stage {rec.run_id}: queued again (the local runner starts it)"]
+    before = []
+    for a in rec.after:
+        try:
+            before.append(RunRecord.load(Path(rec.run_dir).parent / a))
+        except UserError:
+            continue
+    refresh(registry, before)
+    dependency = dependency_value(rec.kind, [b.job_id for b in before if b.job_id and b.state in LIVE])
+    run_dir = Path(rec.run_dir)
+    script = restage_script(run_dir, dependency)
+    job_id = get_scheduler(rec.scheduler).submit(run_dir, script, load_program(run_dir),
+                                                 time_seconds=rec.time_seconds, max_requeues=0)
+    write_atomic(run_dir / "job.sh", script)
+    rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
+    rec.state, rec.reason, rec.dependency = "pending", "", dependency
+    rec.requeues += 1
+    rec.save()
+    registry.upsert(rec)
+    lines = [f"{rec.kind} stage {rec.run_id}: new job {job_id}" + (f", waits on {dependency}" if dependency else "")]
+    return lines + rewire_after_requeue(registry, rec)
+
+
 def restage_script(run_dir: Path, dependency: str) -> str:
     """A stage job's script rendered again from its own run.yaml and profile.yaml, waiting on ``dependency``."""
     from hpc_finetune.profile import load_profile_file

@@ -24,6 +24,12 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry()
     rec = current(registry, args.run)
     scheduler = get_scheduler(rec.scheduler)
+    if rec.kind != "train" and rec.campaign:
+        from hpc_finetune.campaigns.chain import requeue_stage
+
+        for line in requeue_stage(registry, rec):
+            print(line)
+        return 0
     if rec.kind != "train":
         raise UserError(f"run {rec.run_id} is an {rec.kind} job; run `hpc-finetune {rec.kind} ... --submit` again "
                         "instead of requeuing it", source="requeue")
@@ -41,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile_file(run_dir / "profile.yaml")
     cfg = load_run_config(run_dir / "run.yaml")
     prep = build(profile, cfg, run_dir, source=str(run_dir / "run.yaml"))
-    script = (run_dir / "job.sh").read_text()
+    # a chain's training waited on its prepare job, which has ended: the new job waits on nothing
+    script = prep.script if rec.dependency else (run_dir / "job.sh").read_text()
     job_id = scheduler.submit(run_dir, script, prep.program, time_seconds=prep.spec.time_seconds,
                               max_requeues=profile.max_requeues)
     rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
@@ -51,4 +58,9 @@ def run(args: argparse.Namespace) -> int:
     registry.upsert(rec)
     history = ", ".join(s.job_id for s in rec.segments)
     print(f"run {rec.run_id}: new job {job_id} in the same run directory (jobs so far: {history})")
+    if rec.campaign:
+        from hpc_finetune.campaigns.chain import rewire_after_requeue
+
+        for line in rewire_after_requeue(registry, rec):  # its stages now wait on the new job
+            print(line)
     return 0
