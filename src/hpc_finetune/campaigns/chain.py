@@ -137,8 +137,8 @@ def check_stages(profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, so
         where = f"{source} (the {stage} stage: profile `stages`, --stage-partition/--stage-time)"
         resolve(stage_profile(profile, stage, opts), stage_config(profile, cfg, stage, opts), Path("/nonexistent"),
                 source=where)
-    if sweep and opts.prepare:
-        pass  # one prepare job before the array: every member shares the cache (training.seed is out of its key)
+    # a sweep's --prepare is one job before the array: members that differ only in settings outside the cache key
+    # (learning rate, rank, training.seed: see train/data.split_seed) all find its cache
     return names
 
 
