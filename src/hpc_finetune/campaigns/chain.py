@@ -203,9 +203,14 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
 
 def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions,
                  campaign_dir: Path, follows: list[RunRecord], *, source: str, sweep: Optional[str] = None,
-                 prepared: Optional[RunRecord] = None) -> list[RunRecord]:
+                 prepared: Optional[RunRecord] = None, max_parallel: int = 0) -> list[RunRecord]:
     """Queue the stages of ``opts.then`` after the queued training run(s) ``follows`` (the campaign's members).
-    Returns the stage records in queuing order; on the local profile starts the runner that owns the chain."""
+    Returns the stage records in queuing order.
+
+    On the local profile the runs are held (``create_run(..., hold=True)`` and ``save_program``: no job yet) and
+    this starts the ONE local runner that owns them all: ``prepared``, every run of ``follows`` (a local sweep's
+    members: pass them held, start no runner of your own; ``max_parallel`` bounds how many jobs run at once) and
+    the stages. ``sweep``: the array's job id on Slurm; on the local profile any non-None value (e.g. "local")."""
     campaign = campaign_dir.name
     runs_root = campaign_dir.parent
     select = sweep is not None and opts.follow == "best"
@@ -232,7 +237,7 @@ def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, op
         from hpc_finetune.campaigns.localchain import start_runner
 
         start_runner(campaign_dir, ([prepared] if prepared else []) + list(follows) + queued,
-                     max_parallel=0)
+                     max_parallel=max_parallel)
     return queued
 
 
