@@ -23,12 +23,14 @@ PY = sys.executable
 
 
 def synthetic_registry(home: Path, n: int) -> None:
-    from hpc_finetune.records import Registry
+    from hpc_finetune.records import IndexRow, Registry
 
     reg = Registry(home / "registry.sqlite")  # where `status` finds it with HPC_FINETUNE_HOME=home
-    rows = [(f"run-{i}", f"/work/u/runs/run-{i}", "devcluster", "slurm", 1.7e9 + i, 1 + i % 2, 4, 3600,
-             str(1000 + i), "completed" if i % 3 else "timeout", "", 3000, 1, 0,
-             '{"step": 100, "max_steps": 100, "final_loss": 1.23}', 3.3) for i in range(n)]
+    rows = [IndexRow(run_id=f"run-{i}", run_dir=f"/work/u/runs/run-{i}", cluster="devcluster", scheduler="slurm",
+                     created=1.7e9 + i, nodes=1 + i % 2, gpus_per_node=4, time_seconds=3600, job_id=str(1000 + i),
+                     state="completed" if i % 3 else "timeout", reason="", elapsed=3000, segments=1, requeues=0,
+                     progress='{"step": 100, "max_steps": 100, "final_loss": 1.23}', gpu_hours=3.3)
+            for i in range(n)]
     reg.insert_many(rows)
     reg.close()
 

@@ -60,14 +60,17 @@ if cfg["method"] == "qlora":
     # imported before the baseline, as the other libraries are
     import bitsandbytes, peft.tuners.lora.bnb, transformers.integrations.bitsandbytes  # noqa: F401
     import transformers.quantizers.quantizer_bnb_4bit  # noqa: F401
-    from hpc_finetune.runconfig import run_config_from_dict
+    from pathlib import Path
+    from hpc_finetune.runconfig import load_run_config
     from hpc_finetune.train.model import load_model, lora_config
 base = rss("VmRSS")
 if cfg["method"] == "qlora":
-    run = run_config_from_dict({"name": "bench", "method": "qlora", "model": {"path": cfg["path"]},
-                                "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                                "training": {"precision": "fp32", "gradient_checkpointing": cfg["gc"]},
-                                "data": {"train_file": "unused.jsonl"}}, "bench")
+    run_yaml = Path(cfg["path"]) / "run.yaml"  # JSON is YAML: the run config a user would write
+    run_yaml.write_text(json.dumps({"name": "bench", "method": "qlora", "model": {"path": cfg["path"]},
+                                    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                                    "training": {"precision": "fp32", "gradient_checkpointing": cfg["gc"]},
+                                    "data": {"train_file": "unused.jsonl"}}))
+    run = load_run_config(run_yaml)
     model = peft.get_peft_model(load_model(run, None), lora_config(run))
     with torch.no_grad():
         for p in list(model.parameters()) + list(model.buffers()):

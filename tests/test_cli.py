@@ -122,11 +122,13 @@ def test_version():
 
 
 def test_status_shows_live_runs_and_the_most_recent_ones(home):
-    from hpc_finetune.records import Registry
+    from hpc_finetune.records import IndexRow, Registry
 
     reg = Registry()
-    reg.insert_many([(f"r{i}", f"/w/runs/r{i}", "devcluster", "slurm", 1000.0 + i, 1, 4, 3600, str(i),
-                      "completed", "", 60, 1, 0, None, 0.07) for i in range(120)])
+    reg.insert_many([IndexRow(run_id=f"r{i}", run_dir=f"/w/runs/r{i}", cluster="devcluster", scheduler="slurm",
+                              created=1000.0 + i, nodes=1, gpus_per_node=4, time_seconds=3600, job_id=str(i),
+                              state="completed", reason="", elapsed=60, segments=1, requeues=0, gpu_hours=0.07)
+                     for i in range(120)])
     reg.close()
     out = cli("status", "--last", "10", check=True).stdout.splitlines()
     assert [ln.split()[0] for ln in out[1:-1]] == [f"r{i}" for i in range(110, 120)]

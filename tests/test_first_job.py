@@ -105,6 +105,7 @@ def test_cpu_processes_are_told_they_are_on_cpu(tmp_path, monkeypatch, sets, exp
 
     cfg = cfg_of(tmp_path, *sets)
     monkeypatch.setenv("HPCFT_RUN_DIR", "RUN")
+    monkeypatch.setenv("HPCFT_DEEPSPEED_CONFIG", "RUN/deepspeed_config.json")  # what the node program sets
     monkeypatch.setenv("WORLD_SIZE", "2")
     got = distribution_args(cfg, tmp_path / "out", cuda=False)
     assert got == {"dataloader_pin_memory": False, "ddp_backend": "gloo", **expected}

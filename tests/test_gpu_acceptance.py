@@ -62,8 +62,8 @@ def test_case_list_covers_the_acceptance_modes():
 @pytest.mark.parametrize("name", list(CASE))
 def test_each_case_loads_resolves_passes_check_and_renders(gpu_setup, name):
     from hpc_finetune.check import raise_problems
-    from hpc_finetune.cli.common import build
-    from hpc_finetune.launch import NodeInfo
+    from hpc_finetune.job.launch import NodeInfo
+    from hpc_finetune.runs import prepare_at
     from hpc_finetune.profile import find_profile
     from hpc_finetune.render import launch_files
     from hpc_finetune.runconfig import load_run_config
@@ -75,7 +75,7 @@ def test_each_case_loads_resolves_passes_check_and_renders(gpu_setup, name):
     assert profile.scheduler == "local" and profile.gpus_per_node == 1 and profile.max_requeues == 0
     run_dir = tmp / "runs" / name
     raise_problems(cfg, profile, run_dir, config_source=str(run_yaml))  # submit's pre-flight: no problem
-    prep = build(profile, cfg, run_dir, source=str(run_yaml))
+    prep = prepare_at(profile, cfg, run_dir, source=str(run_yaml))
     spec, cfg = prep.spec, prep.cfg
     assert (spec.nodes, spec.gpus_per_node, spec.world_size, spec.time_seconds) == (1, 1, 1, 95)
     assert cfg.training.precision == "bf16" and cfg.logging.wandb == "disabled"

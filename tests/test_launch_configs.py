@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hpc_finetune.cli.common import build
-from hpc_finetune.launch import NodeInfo, NodeProgram
+from hpc_finetune.job.launch import NodeInfo, NodeProgram
 from hpc_finetune.profile import load_profile_file
 from hpc_finetune.render import launch_files
 from hpc_finetune.resources import data_dir
 from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.runs import prepare_at
 
 pytestmark = pytest.mark.train
 
@@ -44,7 +44,7 @@ def rendered(tmp_path: Path, launch: str, extra: str = "") -> tuple[object, Path
     cfg_path.write_text(RUN + f"launch: {{{launch}}}\nresources: {{nodes: 2, gpus_per_node: 4}}\n" + extra)
     profile = load_profile_file(data_dir("clusters") / "a100-example.yaml")
     run_dir = tmp_path / "run"
-    prep = build(profile, load_run_config(cfg_path), run_dir, source=str(cfg_path))
+    prep = prepare_at(profile, load_run_config(cfg_path), run_dir, source=str(cfg_path))
     run_dir.mkdir()
     for name, text in launch_files(prep.cfg, prep.spec).items():
         (run_dir / name).write_text(text)

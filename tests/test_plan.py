@@ -156,7 +156,7 @@ def test_full_finetuning_of_7b_on_one_gpu_counts_16_bytes_per_param(home, tmp_pa
 
 def test_offload_optimizer_changes_nothing_without_deepspeed(home, tmp_path, monkeypatch):
     """Only the DeepSpeed config reads offload_optimizer: the FSDP and DDP launch files are the same with it."""
-    from hpc_finetune.cli.common import build
+    from hpc_finetune.runs import prepare_at
     from hpc_finetune.profile import load_profile_file
     from hpc_finetune.render import launch_files
     from hpc_finetune.resources import data_dir
@@ -182,7 +182,7 @@ def test_offload_optimizer_changes_nothing_without_deepspeed(home, tmp_path, mon
         cfg_path = tmp_path / "run.yaml"
         cfg_path.write_text("name: offload\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n"
                             f"launch: {{strategy: fsdp{extra}}}\nresources: {{nodes: 1, gpus_per_node: 4}}\n")
-        prep = build(profile, load_run_config(cfg_path), tmp_path / "run", source=str(cfg_path))
+        prep = prepare_at(profile, load_run_config(cfg_path), tmp_path / "run", source=str(cfg_path))
         texts.append(launch_files(prep.cfg, prep.spec))
     assert texts[0] == texts[1]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hpc_finetune.cli.common import build
 from hpc_finetune.profile import load_profile_file
 from hpc_finetune.render import launch_files, quote_vars
 from hpc_finetune.resources import data_dir
 from hpc_finetune.runconfig import load_run_config
+from hpc_finetune.runs import prepare_at
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN = "name: golden\nmodel: {path: /models/llama}\ndata: {train_file: /data/train.jsonl}\n"
@@ -36,7 +36,7 @@ def render_case(tmp_path, monkeypatch, profile_name: str, nodes: int, extra: str
         cfg.resources.nodes = 1
     from hpc_finetune.jobspec import runs_root
 
-    prep = build(profile, cfg, runs_root(profile) / "golden", source=str(cfg_path))
+    prep = prepare_at(profile, cfg, runs_root(profile) / "golden", source=str(cfg_path))
     return prep.script.replace(sys.executable, "PYTHON")
 
 
@@ -89,7 +89,7 @@ def test_injection_renders_as_literal(tmp_path, monkeypatch):
     cfg_path.write_text("name: x\nmodel: {path: /m}\ndata: {train_file: /d.jsonl}\n")
     cfg = load_run_config(cfg_path)
     profile = load_profile_file(site)
-    prep = build(profile, cfg, tmp_path / "shared" / "run", source="run.yaml")
+    prep = prepare_at(profile, cfg, tmp_path / "shared" / "run", source="run.yaml")
     script = prep.script
     assert f"#SBATCH --partition='x; touch {marker}'" in script
     setup = script.split("# --- launch")[0] + "\nprintenv EVIL EVIL2 HF_HOME TRITON_CACHE_DIR\n"
@@ -110,7 +110,7 @@ def test_launch_configs_for_each_strategy(tmp_path, monkeypatch):
         cfg = load_run_config(cfg_path)
         cfg.resources.nodes = 2
         profile = load_profile_file(data_dir("clusters") / "a100-example.yaml")
-        prep = build(profile, cfg, tmp_path / "runs" / strategy, source="x")
+        prep = prepare_at(profile, cfg, tmp_path / "runs" / strategy, source="x")
         files = launch_files(prep.cfg, prep.spec)
         assert "num_machines: 2" in files["accelerate_config.yaml"]
         assert "num_processes: 8" in files["accelerate_config.yaml"]
@@ -135,7 +135,8 @@ def test_profile_mail_settings_become_sbatch_lines(tmp_path, monkeypatch):
     (tmp_path / "site.yaml").write_text(base + "mail_user: alice+hpc@uni.example\nmail_type: END,FAIL\n")
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(RUN)
-    prep = build(load_profile_file(tmp_path / "site.yaml"), load_run_config(cfg_path), tmp_path / "r", source="x")
+    prep = prepare_at(load_profile_file(tmp_path / "site.yaml"), load_run_config(cfg_path), tmp_path / "r",
+                      source="x")
     assert "#SBATCH --mail-user=alice+hpc@uni.example\n#SBATCH --mail-type=END,FAIL\n" in prep.script
     for bad in ("mail_type: 'END\\ntouch /tmp/x'", "mail_user: 'a@b; rm -rf ~'", "mail_type: end"):
         (tmp_path / "bad.yaml").write_text(base + bad + "\n")

@@ -115,7 +115,7 @@ def _segment(args: list[str], env: dict, out: Path, stop_after: int | None) -> N
 
 @pytest.mark.train
 def test_real_run_requeued_twice_reports_one_curve_and_syncs_each_segment(home, demo_dir, tmp_path):
-    from hpc_finetune.segments import current_step, log_event
+    from hpc_finetune.job.segments import current_step, log_event
 
     run_dir = recorded_run(tmp_path / "runs", "demo", segments=3, gpus=0)
     out = run_dir / "output"

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import cli, log_text, profile_with, status_of, submit, wait_state
 from rank_hash import rank_hashes
-from hpc_finetune.cli.common import build
+from hpc_finetune.runs import prepare_at
 from hpc_finetune.profile import find_profile
 from hpc_finetune.runconfig import load_run_config
 
@@ -138,7 +138,7 @@ def test_two_by_four_scripts_pass_sbatch_test_only(home, devcluster, tmp_path, s
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(f"name: t\nmodel: {{path: /m}}\ndata: {{train_file: /d.jsonl}}\n"
                         f"launch: {{strategy: {strategy}}}\nresources: {{nodes: 2, gpus_per_node: 4}}\n")
-    prep = build(find_profile("devcluster"), load_run_config(cfg_path), tmp_path / "rundir", source="x")
+    prep = prepare_at(find_profile("devcluster"), load_run_config(cfg_path), tmp_path / "rundir", source="x")
     script = tmp_path / "job.sh"
     script.write_text(prep.script)
     proc = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
@@ -146,7 +146,7 @@ def test_two_by_four_scripts_pass_sbatch_test_only(home, devcluster, tmp_path, s
 
 
 def test_status_makes_one_scheduler_call_for_many_runs(home, devcluster, demo_dir, monkeypatch):
-    from hpc_finetune.cli.status import collect
+    from hpc_finetune.runs import status_rows
     from hpc_finetune.records import Registry, RunRecord, Segment
     from hpc_finetune.scheduler.slurm import SlurmScheduler
 
@@ -164,7 +164,7 @@ def test_status_makes_one_scheduler_call_for_many_runs(home, devcluster, demo_di
     original = SlurmScheduler.query
     monkeypatch.setattr(SlurmScheduler, "query", lambda self, ids, dirs: calls.append(ids) or original(self, ids,
                                                                                                         dirs))
-    rows = collect(registry, None)
+    rows = status_rows(registry, None)
     assert len(rows) == 25 and len(calls) == 1 and len(calls[0]) == 25
 
 

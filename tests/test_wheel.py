@@ -32,6 +32,11 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path):
     where = subprocess.run([str(py), "-c", "import hpc_finetune.resources as r; print(r.data_dir('templates'))"],
                            capture_output=True, text=True, cwd=tmp_path).stdout
     assert "site-packages/hpc_finetune/_data/templates" in where
+    compat = subprocess.run([str(py), "-c", "import hpc_finetune.job.launch as j, hpc_finetune.launch as old; "
+                             "assert old is j and 'site-packages' in j.__file__"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert compat.returncode == 0, compat.stderr  # the compute-side package and the old import path ship
     listed = subprocess.run([str(env_dir / "bin" / "hpc-finetune"), "clusters"], capture_output=True, text=True,
                             env=env, cwd=tmp_path).stdout
     assert "devcluster" in listed and "local" in listed

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-ROLES = {"system", "user", "assistant", "tool"}
-SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow")
+from hpc_finetune.dataformat import record_problem, unsupported_suffix
+
 SAMPLE = 5  # records read by default
 MAX_LINE = 64 << 20  # one JSONL record / CSV row larger than this is not a training sample
 PREVIEW_BYTES = 8 << 20  # the default look at a .json array reads at most this much
@@ -128,10 +128,6 @@ def records(path: Path, limit: Optional[int]) -> Iterator[Any]:
                 yield rec
 
 
-def first_records(path: Path, n: int = SAMPLE) -> list[dict[str, Any]]:
-    return list(records(path, n))
-
-
 def check_data_file(path: Path, data_cfg: Any, *, full: bool = False) -> tuple[Optional[str], str]:
     """(None or one sentence saying what is wrong and how to fix it, a note on how much was checked)."""
     try:
@@ -147,8 +143,9 @@ def _check(path: Path, data_cfg: Any, full: bool) -> tuple[Optional[str], str]:
         if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             return f"{path} is a folder but not a datasets save_to_disk folder", ""
         return None, f"{path}: a save_to_disk folder, read by the training core"
-    if path.suffix not in SUFFIXES:
-        return f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}", ""
+    unsupported = unsupported_suffix(path)
+    if unsupported:
+        return unsupported, ""
     if not path.is_file():
         return f"{path} is not a regular file", ""
     size = path.stat().st_size
@@ -235,40 +232,3 @@ def _full_columnar(path: Path, data_cfg: Any, size: int) -> tuple[Optional[str],
         return f"{path} has no records", ""
     return None, f"checked all {count:,} records of {path}"
 
-
-def record_problem(rec: Any, number: int, data_cfg: Any) -> Optional[str]:
-    """What is wrong with record ``number`` (1-based) for this data config, or None."""
-    if not isinstance(rec, dict):
-        return f"record {number} is not an object"
-    if data_cfg.format == "text":
-        if data_cfg.text_field not in rec:
-            return (f"record {number} has no {data_cfg.text_field!r} column (columns: {', '.join(map(str, rec))}); "
-                    "set data.text_field, or data.format: chat for conversations")
-        if not isinstance(rec[data_cfg.text_field], str):
-            return f"record {number}: {data_cfg.text_field!r} is {_kind(rec[data_cfg.text_field])}, not text"
-        return None
-    msgs = rec.get(data_cfg.messages_field)
-    if not isinstance(msgs, list) or not msgs:
-        return (f"record {number} has no {data_cfg.messages_field!r} list of messages "
-                f"(columns: {', '.join(map(str, rec))})")
-    for m in msgs:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            return f"record {number}: each message needs 'role' and 'content'"
-        if m["role"] not in ROLES:
-            return f"record {number}: unknown role {str(m['role'])[:40]!r}; allowed: {', '.join(sorted(ROLES))}"
-        if not isinstance(m["content"], str):
-            return f"record {number}: a message's 'content' is {_kind(m['content'])}, not text"
-    return None
-
-
-def _kind(value: Any) -> str:
-    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def check_records(recs: list[dict], data_cfg: Any, where: str) -> Optional[str]:
-    for i, rec in enumerate(recs):
-        problem = record_problem(rec, i + 1, data_cfg)
-        if problem:
-            return f"{where}: {problem}"
-    return None

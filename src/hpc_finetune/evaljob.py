@@ -3,7 +3,8 @@
 A one-node, one-process job (one GPU if the run had GPUs, else none) that runs
 ``python -m hpc_finetune.train.evaluate EVAL_RUN_DIR/run.yaml --model MODEL --out RUN_DIR/eval ...``. It is a run
 of its own (``RUN-eval``, recorded like any other), so `status`, `logs` and `cancel` follow it; its results land in
-the evaluated run's ``eval/`` folder, where `report` finds them. The job is rendered and submitted by cli/eval.py.
+the evaluated run's ``eval/`` folder, where `report` finds them. The job is rendered and submitted by
+runs.submit_eval_run.
 """
 
 from __future__ import annotations

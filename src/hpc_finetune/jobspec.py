@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune import layout, memsize
 from hpc_finetune.errors import UserError, UserErrors
+from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.timefmt import parse_time, sbatch_time
@@ -28,6 +29,7 @@ class JobSpec:
     time_seconds: int
     partition: Optional[str]
     sbatch_options: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    launch: Optional[LaunchPlan] = None  # how the job starts its trainers (job/launchplan.py)
 
     @property
     def world_size(self) -> int:
@@ -38,12 +40,6 @@ class JobSpec:
         return sbatch_time(self.time_seconds)
 
 
-def _scale_mem(mem: str, factor: int) -> str:
-    m = re.fullmatch(r"(\d+)([KMGT]?)", mem)
-    assert m, mem
-    return f"{int(m.group(1)) * factor}{m.group(2)}"
-
-
 def gpus_asked(profile: ClusterProfile, cfg: RunConfig) -> int:
     return profile.gpus_per_node if cfg.resources.gpus_per_node is None else cfg.resources.gpus_per_node
 
@@ -51,7 +47,7 @@ def gpus_asked(profile: ClusterProfile, cfg: RunConfig) -> int:
 def node_request(profile: ClusterProfile, gpus: int) -> tuple[int, str]:
     """CPUs per task and memory per node that a job with ``gpus`` GPUs per node asks for."""
     if gpus:
-        return profile.cpus_per_gpu * gpus, _scale_mem(profile.mem_per_gpu, gpus)
+        return profile.cpus_per_gpu * gpus, memsize.scale(profile.mem_per_gpu, gpus)
     return profile.cpus_per_node_cpu_only, profile.mem_per_node_cpu_only
 
 
@@ -97,7 +93,7 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
         raise UserError(f"{procs} processes per node on a CPU-only request of {cpus} CPUs per node (the profile's "
                         "cpus_per_node_cpu_only): use at most one process per CPU", source=source,
                         field="launch.processes_per_node")
-    output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "output"
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else layout.default_output_dir(run_dir)
     spec = JobSpec(
         run_id=run_dir.name, run_dir=run_dir, output_dir=output_dir, cluster=profile.name,
         scheduler=profile.scheduler, nodes=nodes, gpus_per_node=gpus, processes_per_node=procs,
@@ -105,6 +101,8 @@ def resolve(profile: ClusterProfile, cfg: RunConfig, run_dir: Path, *, source: s
         partition=res.partition or profile.partition,
     )
     spec.sbatch_options = sbatch_options(profile, spec, cfg.name)
+    spec.launch = plan_launch(run_dir=run_dir, nodes=nodes, processes_per_node=procs, strategy=cfg.launch.strategy,
+                              launcher=cfg.launch.launcher)
     return spec
 
 

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from hpc_finetune.memsize import megabytes
 from hpc_finetune.timefmt import format_time, parse_time
 
 SINFO_FORMAT = "%P|%N|%c|%m|%G"
@@ -87,7 +88,7 @@ def parse(scontrol_text: str, sinfo_text: str) -> dict[str, Partition]:
         part = parts.get(pname.rstrip("*"))
         if part is not None:
             part.nodes[node] = {"cpus": int(cpus) if cpus.isdigit() else 0,
-                                "mem_mb": int(mem) if mem.isdigit() else 0, "gres": parse_gres(gres)}
+                                "mem_mb": megabytes(mem) or 0, "gres": parse_gres(gres)}
     return parts
 
 
@@ -104,14 +105,6 @@ def read_partitions(timeout: float = 20) -> Optional[dict[str, Partition]]:
     if sc.returncode != 0 or si.returncode != 0:
         return None
     return parse(sc.stdout, si.stdout)
-
-
-def mem_mb(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMGT]?)", text)
-    if not m:
-        return 0
-    scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2)]
-    return int(int(m.group(1)) * scale)
 
 
 def request_problems(parts: dict[str, Partition], *, partition: Optional[str], nodes: int, gpus: int,
@@ -155,7 +148,7 @@ def request_problems(parts: dict[str, Partition], *, partition: Optional[str], n
     if cpu_max and cpus > cpu_max:
         add("cpus_per_gpu (cluster profile)", f"{cpus} CPUs per task asked, but nodes of {where} have {cpu_max}")
     mem_max = max((n["mem_mb"] for n in part.nodes.values()), default=0)
-    if mem_max and mem_mb(mem) > mem_max:
+    if mem_max and (megabytes(mem) or 0) > mem_max:
         add("mem_per_gpu (cluster profile)", f"{mem} of memory per node asked, but nodes of {where} have "
                                              f"{mem_max}M")
     return part

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune.dtypes import BYTES, FLOATING
 from hpc_finetune.errors import UserError
 
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 HEADROOM = 1.2  # the loaded model plus the saving buffers and the Python process
 
 
@@ -26,7 +26,7 @@ def base_dtype(base_dir: Path) -> str:
     except (OSError, ValueError):
         return "float32"
     dtype = cfg.get("dtype") or cfg.get("torch_dtype") or cfg.get("text_config", {}).get("torch_dtype")
-    return dtype if dtype in BYTES else "float32"
+    return dtype if dtype in FLOATING else "float32"
 
 
 def available_bytes() -> Optional[int]:

@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune import dtypes
 from hpc_finetune.errors import UserError
+from hpc_finetune.memsize import megabytes
 
 GB = 1e9  # decimal gigabytes, as the ZeRO paper and GPU data sheets use
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuBLAS/NCCL workspaces: not in the model, always on the GPU
-DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "uint8": 1.0}
 ZERO3_MAX_LIVE_PARAMETERS = 1e9  # stage3_max_live_parameters in templates/launch/deepspeed.json.j2 (a test checks)
 
 
@@ -257,7 +258,7 @@ class Held:
 
 
 def held_bytes(i: PlanInputs) -> Held:
-    load = DTYPE_BYTES[i.load_dtype]
+    load = float(dtypes.BYTES[i.load_dtype])
     sixteen = i.precision in ("bf16", "fp16")
     ds, fsdp = i.strategy == "deepspeed", i.strategy == "fsdp"
     quantized = i.method in ("qlora", "lora-8bit")
@@ -272,7 +273,7 @@ def held_bytes(i: PlanInputs) -> Held:
     elif fsdp and sixteen:
         # accelerate upcasts each flat parameter holding a trainable parameter to fp32: all of them for full
         # fine-tuning; the decoder layers (adapters + frozen base + norms) for LoRA; the root unit stays as loaded
-        linear = 4.0 * packed / DTYPE_BYTES.get(i.load_dtype, 2.0) if quantized else 4.0
+        linear = 4.0 * packed / dtypes.BYTES.get(i.load_dtype, 2) if quantized else 4.0
         layer_other, trainable = 4.0, 4.0
         root = 4.0 if i.method == "full" else load
         note = "fp32 flat parameters (accelerate upcasts trainable units under mixed precision)"
@@ -508,9 +509,7 @@ def inputs_from_run(cfg, spec, profile) -> PlanInputs:  # RunConfig, JobSpec, Cl
 
 
 def _mem_gb(mem: str) -> float:
-    from hpc_finetune.livecheck import mem_mb
-
-    return mem_mb(mem) * 1024 * 1024 / GB
+    return (megabytes(mem) or 0) * 1024 * 1024 / GB
 
 
 def render_table(plan: Plan) -> str:

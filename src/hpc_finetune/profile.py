@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
+from hpc_finetune import memsize
+from hpc_finetune.envvars import CACHE_VARS, DEFAULT_CHECKPOINT_SIGNAL, OFFLINE_VARS
 from hpc_finetune.errors import UserError, shorten
 from hpc_finetune.resources import data_dir
 from hpc_finetune.schema import from_dict, opt, read_yaml
@@ -24,7 +25,6 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = {"PATH": "the activation section sets up the environment",
                 **{name: "set by `offline`" for name in OFFLINE_VARS},
                 **{name: f"set by caches.{attr}" for name, attr in CACHE_VARS.items()}}
-SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP")
 
 
 @dataclass
@@ -78,8 +78,8 @@ class StageResources:
     def validate(self, source: str, prefix: str) -> None:
         if self.cpus is not None and self.cpus < 1:
             raise UserError("must be positive", source=source, field=f"{prefix}.cpus")
-        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
-            raise UserError("memory like 64G, 512M or 200000 (MB)", source=source, field=f"{prefix}.mem")
+        if self.mem is not None and not memsize.is_valid(self.mem):
+            raise UserError(memsize.HINT, source=source, field=f"{prefix}.mem")
         if self.time is not None:
             parse_time(self.time, source=source, field=f"{prefix}.time")
 
@@ -113,7 +113,7 @@ class ClusterProfile:
     offline: bool = opt(True, "Compute nodes have no internet: set HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, "
                               "TRANSFORMERS_OFFLINE=1 and WANDB_MODE=offline.")
     signal: Literal["USR1", "USR2", "TERM", "INT", "HUP"] = opt(
-        "USR2", "Signal Slurm sends before the time limit (the trainer saves a checkpoint on it).")
+        DEFAULT_CHECKPOINT_SIGNAL, "Signal Slurm sends before the time limit (the trainer saves a checkpoint on it).")
     signal_seconds: int = opt(300, "Seconds before the time limit that the signal arrives.")
     max_requeues: int = opt(5, "Most times a run requeues itself after a time limit or preemption.")
     retry_on_failure: int = opt(0, "Automatic requeues after a node failure or a crash (0: none).")
@@ -138,8 +138,8 @@ class ClusterProfile:
             if getattr(self, field_name) < (1 if field_name != "gpus_per_node" else 0):
                 raise err(field_name, "must be positive")
         for field_name in ("mem_per_gpu", "mem_per_node_cpu_only"):
-            if not re.fullmatch(r"\d+[KMGT]?", getattr(self, field_name)):
-                raise err(field_name, "memory like 64G, 512M or 200000 (MB)")
+            if not memsize.is_valid(getattr(self, field_name)):
+                raise err(field_name, memsize.HINT)
         if self.signal_seconds < 10:
             raise err("signal_seconds", "must be at least 10 seconds to leave time for a checkpoint")
         if self.signal_seconds >= self.default_seconds:

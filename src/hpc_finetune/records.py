@@ -12,24 +12,19 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from hpc_finetune.errors import UserError, shorten
-from hpc_finetune.states import FAILED, LIVE
+from hpc_finetune.files import write_atomic
+from hpc_finetune.states import FAILED, LIVE, State
 
 NO_RESULT = "ended without a result"  # a local job's verdict that a later look may correct
 
 
 def home() -> Path:
     return Path(os.environ.get("HPC_FINETUNE_HOME") or Path.home() / ".local" / "state" / "hpc-finetune")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 MAX_RECORD_BYTES = 16 << 20
@@ -41,10 +36,14 @@ class UnreadableRecord(UserError):
 
 @dataclass
 class Segment:
+    """One job instance of a run (a submit or a requeue by hand; Slurm's own requeues keep the job id, so they are
+    the same segment): what the scheduler says of it. What the job logged about itself are its events
+    (RUN_DIR/attempts.jsonl, ``segments.read_events``)."""
+
     job_id: str
     started_by: str  # submit | requeue | auto-requeue
     submitted: float
-    state: str = "pending"
+    state: State = State.PENDING
     reason: str = ""
     elapsed: Optional[int] = None
     nodelist: str = ""
@@ -65,7 +64,7 @@ class RunRecord:
     processes_per_node: int
     time_seconds: int
     segments: list[Segment] = field(default_factory=list)
-    state: str = "pending"
+    state: State = State.PENDING
     reason: str = ""
     requeues: int = 0
     auto_requeues: int = 0
@@ -114,8 +113,9 @@ class RunRecord:
             if len(raw) > MAX_RECORD_BYTES:
                 raise ValueError(f"larger than {MAX_RECORD_BYTES // 1024} KiB")
             data = json.loads(raw)
-            data["segments"] = [Segment(**s) for s in data.get("segments", [])]
-            return cls(**data)
+            data["segments"] = [Segment(**{**s, "state": State.parse(s.get("state", State.PENDING))})
+                                for s in data.get("segments", [])]
+            return cls(**{**data, "state": State.parse(data.get("state", State.PENDING))})
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise UnreadableRecord(f"unreadable run record ({shorten(str(exc), 120)})", source=str(path)) from None
 
@@ -129,9 +129,44 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 """
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row of the index, by column name (a new column cannot shift the others' values)."""
+
+    run_id: str
+    run_dir: str
+    cluster: Optional[str] = None
+    scheduler: Optional[str] = None
+    created: Optional[float] = None
+    nodes: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    time_seconds: Optional[int] = None
+    job_id: Optional[str] = None
+    state: Optional[str] = None
+    reason: Optional[str] = None
+    elapsed: Optional[int] = None  # the last segment's
+    segments: Optional[int] = None  # how many
+    requeues: Optional[int] = None  # by hand and automatic
+    progress: Optional[str] = None  # the trainer's latest progress (JSON)
+    gpu_hours: Optional[float] = None
+    campaign: Optional[str] = None  # the campaign the run belongs to ("" for a plain run)
+    kind: Optional[str] = None  # its stage: prepare, train, select, merge, eval, report
+
+    @classmethod
+    def of(cls, rec: "RunRecord", progress: Optional[dict] = None) -> "IndexRow":
+        last = rec.segments[-1] if rec.segments else None
+        return cls(run_id=rec.run_id, run_dir=rec.run_dir, cluster=rec.cluster, scheduler=rec.scheduler,
+                   created=rec.created, nodes=rec.nodes, gpus_per_node=rec.gpus_per_node,
+                   time_seconds=rec.time_seconds, job_id=rec.job_id, state=str(rec.state), reason=rec.reason,
+                   elapsed=last.elapsed if last else None, segments=len(rec.segments),
+                   requeues=rec.requeues + rec.auto_requeues, progress=json.dumps(progress) if progress else None,
+                   gpu_hours=round(rec.gpu_hours, 4), campaign=rec.campaign, kind=rec.kind)
+
+
 _INDEXES = "CREATE INDEX IF NOT EXISTS runs_campaign ON runs (campaign);"  # after the migrations add the column
-COLUMNS = ("run_id", "run_dir", "cluster", "scheduler", "created", "nodes", "gpus_per_node", "time_seconds",
-           "job_id", "state", "reason", "elapsed", "segments", "requeues", "progress", "gpu_hours", "campaign", "kind")
+COLUMNS = tuple(f.name for f in fields(IndexRow))  # the order of _SCHEMA's columns
 # Columns added after the first release: (name, SQL type). Older registries gain them when opened.
 MIGRATIONS = (("gpu_hours", "REAL"), ("campaign", "TEXT"), ("kind", "TEXT"))
 
@@ -191,7 +226,7 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             raise _unreadable(self.path, exc) from None
 
-    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+    def _write(self, sql: str, rows: Iterable[Any]) -> None:
         db = self._open(create=True)
         assert db is not None
         try:
@@ -206,18 +241,11 @@ class Registry:
             self._db = None
 
     def upsert(self, rec: RunRecord, progress: dict | None = None) -> None:
-        last = rec.segments[-1] if rec.segments else None
-        row = (rec.run_id, rec.run_dir, rec.cluster, rec.scheduler, rec.created, rec.nodes, rec.gpus_per_node,
-               rec.time_seconds, rec.job_id, rec.state, rec.reason, last.elapsed if last else None,
-               len(rec.segments), rec.requeues + rec.auto_requeues, json.dumps(progress) if progress else None,
-               round(rec.gpu_hours, 4), rec.campaign, rec.kind)
-        self.insert_many([row])
+        self.insert_many([IndexRow.of(rec, progress)])
 
-    def insert_many(self, rows: Iterable[tuple]) -> None:
-        """Rows in COLUMNS order; a shorter row (written before the later columns existed) leaves them empty."""
-        width = len(COLUMNS)
-        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * width)})",
-                    (tuple(r) + (None,) * (width - len(r)) for r in rows))
+    def insert_many(self, rows: Iterable[IndexRow]) -> None:
+        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in COLUMNS)})", (asdict(r) for r in rows))
 
     def rows(self, run_id: str | None = None, last: int | None = None) -> list[sqlite3.Row]:
         """One run; or every run; or every live run plus the ``last`` most recent ones, oldest first."""

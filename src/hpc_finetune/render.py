@@ -17,8 +17,9 @@ from typing import Any
 
 import jinja2
 
-from hpc_finetune import __version__
-from hpc_finetune.envvars import CACHE_VARS, OFFLINE_VARS
+from hpc_finetune import __version__, submitit_api
+from hpc_finetune import layout
+from hpc_finetune.envvars import CACHE_VARS, CHECKPOINT_SIGNAL, OFFLINE_VARS, RUN_DIR
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.resources import data_dir
@@ -81,32 +82,31 @@ def cache_exports(profile: ClusterProfile, run_dir: Path) -> list[tuple[str, str
 def job_script(profile: ClusterProfile, spec: JobSpec) -> str:
     """The whole job script: ``#SBATCH`` header (slurm) or plain bash (local), env set-up and the launch."""
     env_vars = cache_exports(profile, spec.run_dir)
-    env_vars.append(("HPCFT_RUN_DIR", str(spec.run_dir)))
-    env_vars.append(("HPCFT_CHECKPOINT_SIGNAL", profile.signal))
+    env_vars.append((RUN_DIR, str(spec.run_dir)))
+    env_vars.append((CHECKPOINT_SIGNAL, profile.signal))
     if profile.offline:
         env_vars.extend(OFFLINE_VARS.items())
     env_vars.extend(profile.extra_env.items())
     template = "slurm.sh.j2" if profile.scheduler == "slurm" else "local.sh.j2"
     return environment().get_template(template).render(
         version=__version__, profile=profile, spec=spec, env_vars=env_vars,
-        node_local=profile.storage.node_local, jobs_dir=str(spec.run_dir / "jobs"),
-        python=job_python(profile),
+        node_local=profile.storage.node_local, jobs_dir=str(spec.run_dir / layout.JOBS), cache_vars=list(CACHE_VARS),
+        python=job_python(profile), submitit_task=submitit_api.TASK_MODULE,
+        submitit_local_controller=submitit_api.LOCAL_CONTROLLER_MODULE,
     )
 
 
 def launch_files(cfg: Any, spec: JobSpec) -> dict[str, str]:
-    """Launcher configs written to the run directory: accelerate YAML (and DeepSpeed JSON) for multi-process runs."""
-    launch = cfg.launch
-    if spec.world_size == 1 and launch.strategy == "ddp":
-        return {}
-    if launch.launcher == "torchrun" and launch.strategy == "ddp":
+    """The launcher config files the job's launch plan names (``spec.launch.files``), rendered: accelerate YAML (and
+    DeepSpeed JSON) for multi-process runs; name -> text, written into the run directory."""
+    launch, plan = cfg.launch, spec.launch
+    if not plan.files:
         return {}
     env = environment()
     ctx = dict(spec=spec, launch=launch, uses_lora=cfg.uses_lora,
                fsdp=accelerate_fsdp_config(cfg) if launch.strategy == "fsdp" else {},
                mixed_precision={"bf16": "bf16", "fp16": "fp16", "fp32": "'no'"}[cfg.training.precision],
-               ds_config_path=str(spec.run_dir / "deepspeed_config.json"))
-    files = {"accelerate_config.yaml": env.get_template(f"launch/accelerate_{launch.strategy}.yaml.j2").render(ctx)}
-    if launch.strategy == "deepspeed":
-        files["deepspeed_config.json"] = env.get_template("launch/deepspeed.json.j2").render(ctx)
-    return files
+               ds_config_path=str(plan.path(layout.DEEPSPEED_CONFIG)))
+    templates = {layout.ACCELERATE_CONFIG: f"launch/accelerate_{launch.strategy}.yaml.j2",
+                 layout.DEEPSPEED_CONFIG: "launch/deepspeed.json.j2"}
+    return {name: env.get_template(templates[name]).render(ctx) for name in plan.files}

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_finetune.errors import UserError
-from hpc_finetune.records import read_json, write_atomic
+from hpc_finetune.files import write_atomic
+from hpc_finetune.records import read_json
 from hpc_finetune.runfiles import Boundary, RunFiles, by_step, progress_entries, segment_boundaries
 from hpc_finetune.schema import read_yaml
 from hpc_finetune.timefmt import format_time

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+from hpc_finetune import dtypes
 from hpc_finetune.errors import UserError
-from hpc_finetune.schema import apply_overrides, from_dict, load, opt, read_yaml, required, set_key
+from hpc_finetune.schema import apply_overrides, load, opt, read_yaml, required, set_key
 from hpc_finetune.timefmt import parse_time
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DTYPES = ("float32", "float16", "bfloat16")
-PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-SEED_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"]
 
 
 CALLBACK_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -44,8 +42,8 @@ class ModelConfig:
         "none", "chatml|zephyr: add that template and its special tokens (embeddings resized); model: the "
                 "tokenizer's own template; none: data is already formatted text.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = opt("sdpa", "Attention kernel.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = opt("auto", "Dtype of the loaded weights (auto: "
-                                                                          "bf16/fp16 from precision, else float32).")
+    dtype: Literal[("auto", *dtypes.FLOATING)] = opt("auto", "Dtype of the loaded weights (auto: "
+                                                             "bf16/fp16 from precision, else float32).")
     trust_remote_code: bool = opt(False, "Allow model code shipped in the model folder.")
 
 
@@ -76,7 +74,7 @@ class LoraSettings:
 class QuantSettings:
     quant_type: Literal["nf4", "fp4"] = opt("nf4", "4-bit quantization type (qlora).")
     nested_quant: bool = opt(False, "Double quantization of the 4-bit constants (qlora).")
-    compute_dtype: Literal["auto", "float32", "float16", "bfloat16"] = opt(
+    compute_dtype: Literal[("auto", *dtypes.FLOATING)] = opt(
         "auto", "Compute dtype of 4-bit layers (auto: training.precision's, as the seed's QLoRA scripts).")
     quant_storage_dtype: Literal["auto", "uint8", "float16", "bfloat16", "float32"] = opt(
         "auto", "Storage dtype of 4-bit weights (auto: training.precision's dtype under FSDP or ZeRO-3, whose "
@@ -130,8 +128,8 @@ class TrainingConfig:
     gradient_accumulation_steps: int = opt(8, "Micro-batches per optimizer step.")
     optim: str = opt("adamw_torch", "Optimizer: adamw_torch, paged_adamw_32bit, paged_adamw_8bit, adamw_bnb_8bit, ...")
     max_grad_norm: float = opt(1.0, "Gradient clipping norm.")
-    precision: Literal["bf16", "fp16", "fp32"] = opt("bf16", "Mixed precision (bf16 as the seed; fp32 on CPUs "
-                                                            "without bf16).")
+    precision: Literal[tuple(dtypes.PRECISION)] = opt("bf16", "Mixed precision (bf16 as the seed; fp32 on CPUs "
+                                                              "without bf16).")
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory.")
     use_reentrant: bool = opt(False, "Reentrant gradient checkpointing (needed by some DeepSpeed setups).")
     max_length: int = opt(2048, "Longest sequence in tokens (longer samples are truncated).")
@@ -299,7 +297,7 @@ class RunConfig:
 
     @property
     def precision_dtype(self) -> str:
-        return PRECISION_DTYPE[self.training.precision]
+        return dtypes.PRECISION[self.training.precision]
 
     @property
     def compute_dtype(self) -> str:
@@ -352,10 +350,6 @@ def load_run_config(path: Path, overrides: list[str] | None = None, *, base_dir:
     cfg = load(RunConfig, data, source=str(path), origins=origins)
     absolutize(cfg, base_dir or path.resolve().parent, str(path))
     return cfg
-
-
-def run_config_from_dict(data: dict, source: str) -> RunConfig:
-    return from_dict(RunConfig, data, source=source)
 
 
 def _looks_local(value: str) -> bool:

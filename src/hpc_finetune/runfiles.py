@@ -11,11 +11,10 @@ from typing import Optional
 
 from hpc_finetune.jsonlog import read_objects
 from hpc_finetune.records import Registry, RunRecord, load_record, read_json
-from hpc_finetune.segments import read_events
+from hpc_finetune.job.segments import read_events
+from hpc_finetune.states import CONTINUED, Event
 
 PROGRESS = "progress.jsonl"
-# attempts.jsonl events with which a segment hands over to the next one by itself
-CONTINUED = ("requeued", "retrying")
 
 
 @dataclass
@@ -82,7 +81,7 @@ def segment_boundaries(run_dir: Path) -> list[Boundary]:
     started, ended = False, None
     for e in read_events(run_dir):
         kind = e.get("event")
-        if kind == "start":
+        if kind == Event.START:
             if started:
                 step = e.get("step")
                 out.append(Boundary(step=step if isinstance(step, int) else 0, why=_why(ended)))
@@ -94,8 +93,8 @@ def segment_boundaries(run_dir: Path) -> list[Boundary]:
 
 def _why(ended: Optional[dict]) -> str:
     kind = (ended or {}).get("event")
-    if kind == "requeued":
+    if kind == Event.REQUEUED:
         return str(ended.get("reason") or "requeued")
-    if kind == "retrying":
+    if kind == Event.RETRYING:
         return f"retry after exit status {ended.get('status')}"
     return "requeued by hand"

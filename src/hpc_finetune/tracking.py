@@ -8,8 +8,8 @@ from typing import Optional
 
 from hpc_finetune.records import NO_RESULT, Registry, RunRecord, load_record, read_json
 from hpc_finetune.scheduler import Scheduler, get_scheduler
-from hpc_finetune.segments import read_events
-from hpc_finetune.states import ENDED, FAILED, LIVE, STOPPED, TRAINER_ERROR
+from hpc_finetune.job.segments import read_events
+from hpc_finetune.states import BOOKKEEPING, CONTINUED, ENDED, ENDED_ON_PURPOSE, FAILED, LIVE, Event, run_state
 
 
 def progress_of(rec: RunRecord) -> Optional[dict]:
@@ -18,25 +18,26 @@ def progress_of(rec: RunRecord) -> Optional[dict]:
     return read_json(out_dir / "summary.json") or read_json(out_dir / "progress.json")
 
 
-def attempts(rec: RunRecord) -> list[dict]:
-    """Job segments as the job logged them (start, requeued/stopped, trainer exited, retrying/gave up, completed)."""
+def run_events(rec: RunRecord) -> list[dict]:
+    """What the run's jobs logged about their segments (start, requeued/stopped, trainer exited, retrying/gave up,
+    completed), oldest first."""
     return read_events(rec.run_dir)
 
 
 def auto_requeues(events: list[dict]) -> int:
-    return sum(1 for a in events if a.get("event") in ("requeued", "retrying"))
+    return sum(1 for a in events if a.get("event") in CONTINUED)
 
 
 def end_reason(events: list[dict]) -> str:
     """Why an ended run stopped, as the job itself wrote it: the trainer's own one-line error of the last segment
     (bad data, a bad setting), and/or the requeue limit or repeated failure; else ''."""
-    last = next((e for e in reversed(events) if e.get("event") not in ("trainer exited", TRAINER_ERROR)), None)
-    why = str(last.get("reason", "")) if last and last.get("event") in ("stopped", "gave up", "terminated") else ""
+    last = next((e for e in reversed(events) if e.get("event") not in BOOKKEEPING), None)
+    why = str(last.get("reason", "")) if last and last.get("event") in ENDED_ON_PURPOSE else ""
     error = ""
     for e in reversed(events):  # the trainer's error in the last segment only
-        if e.get("event") == "start":
+        if e.get("event") == Event.START:
             break
-        if e.get("event") == TRAINER_ERROR and e.get("reason"):
+        if e.get("event") == Event.TRAINER_ERROR and e.get("reason"):
             error = str(e["reason"])
             break
     return "; ".join(p for p in (error, why) if p)
@@ -61,32 +62,30 @@ def refresh(registry: Registry, records: list[RunRecord],
         for rec in recs:
             info = infos.get(rec.job_id)
             seg = rec.segments[-1]
+            events = run_events(rec)
+            state = run_state(info.state if info is not None else rec.state, events)
             changed = False
+            if info is not None or state != rec.state:
+                changed = (rec.state, seg.state) != (state, state)
+                rec.state = seg.state = state
             if info is not None:
-                changed = (seg.state, seg.elapsed, seg.nodelist, seg.gpu_seconds) != \
-                    (info.state, info.elapsed, info.nodelist, info.gpu_seconds)
-                seg.state, seg.elapsed, seg.nodelist = info.state, info.elapsed, info.nodelist or seg.nodelist
+                changed = changed or (seg.elapsed, seg.nodelist, seg.gpu_seconds) != \
+                    (info.elapsed, info.nodelist, info.gpu_seconds)
+                seg.elapsed, seg.nodelist = info.elapsed, info.nodelist or seg.nodelist
                 seg.gpu_seconds = info.gpu_seconds
                 if seg.gpu_seconds is None and info.elapsed_all:  # a site that does not account GPUs in Slurm
                     seg.gpu_seconds = float(info.elapsed_all * rec.nodes * rec.gpus_per_node)
-                if rec.state != info.state:
-                    rec.state, changed = info.state, True
-                if info.state in ENDED and (not seg.reason or seg.reason == NO_RESULT):
+                if state in ENDED and (not seg.reason or seg.reason == NO_RESULT):
                     seg.reason = info.raw_state
                 verdict = NO_RESULT if info.raw_state == NO_RESULT else ""
                 if (rec.reason == NO_RESULT and not verdict) or (verdict and not rec.reason):
                     rec.reason, changed = verdict, True
-            events = attempts(rec)
             auto = auto_requeues(events)
             if auto != rec.auto_requeues:
                 rec.auto_requeues, changed = auto, True
             why = end_reason(events) if rec.state in ENDED else ""
             if why and why != rec.reason:
                 rec.reason, changed = why, True
-            final = [e for e in events if e.get("event") not in ("trainer exited", TRAINER_ERROR)]
-            if rec.state == FAILED and final and final[-1].get("event") == "stopped":
-                rec.state = seg.state = STOPPED  # ended on purpose at the requeue limit, checkpoint saved
-                changed = True
             progress = progress_of(rec)
             if changed:
                 rec.save()

@@ -52,6 +52,6 @@ srun --unbuffered --ntasks-per-node=1 --cpus-per-task=64 --kill-on-bad-exit=1 --
 if [ "$status" -ne 0 ]; then
   # a failed segment: log it, and requeue if the profile's retry_on_failure allows (never the same failure twice);
   # a preempted one is requeued once (Slurm would not: its steps ended before the GraceTime did)
-  python -m hpc_finetune.segments /work/alice/hpc-finetune/runs/golden /work/alice/hpc-finetune/runs/golden/output "$status" 0 10 || true
+  python -m hpc_finetune.job.segments /work/alice/hpc-finetune/runs/golden /work/alice/hpc-finetune/runs/golden/output "$status" 0 10 || true
   exit "$status"
 fi

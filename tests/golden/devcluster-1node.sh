@@ -38,6 +38,6 @@ srun --unbuffered --ntasks-per-node=1 --cpus-per-task=4 --kill-on-bad-exit=1 --o
 if [ "$status" -ne 0 ]; then
   # a failed segment: log it, and requeue if the profile's retry_on_failure allows (never the same failure twice);
   # a preempted one is requeued once (Slurm would not: its steps ended before the GraceTime did)
-  PYTHON -m hpc_finetune.segments /tmp/hpcft-shared/hpc-finetune/runs/golden /tmp/hpcft-shared/hpc-finetune/runs/golden/output "$status" 0 5 || true
+  PYTHON -m hpc_finetune.job.segments /tmp/hpcft-shared/hpc-finetune/runs/golden /tmp/hpcft-shared/hpc-finetune/runs/golden/output "$status" 0 5 || true
   exit "$status"
 fi

@@ -37,7 +37,9 @@ from hpc_finetune.campaigns.stages import STAGES, chain_of, parse_then
 from hpc_finetune.errors import UserError
 from hpc_finetune.jobspec import JobSpec, gpus_asked, resolve
 from hpc_finetune.profile import ClusterProfile
-from hpc_finetune.records import Registry, RunRecord, Segment, now, write_atomic
+from hpc_finetune import layout
+from hpc_finetune.files import write_atomic
+from hpc_finetune.records import Registry, RunRecord, Segment, now
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import LIVE
 
@@ -73,10 +75,10 @@ def options_from_args(args: argparse.Namespace) -> Optional[StageOptions]:
                                 source="--" + flag.replace("_", "-"))
         return None
     if opts.mem is not None:
-        import re
+        from hpc_finetune import memsize
 
-        if not re.fullmatch(r"\d+[KMGT]?", opts.mem):
-            raise UserError(f"{opts.mem!r}: memory like 64G, 512M or 200000 (MB)", source="--stage-mem")
+        if not memsize.is_valid(opts.mem):
+            raise UserError(f"{opts.mem!r}: {memsize.HINT}", source="--stage-mem")
     if opts.cpus is not None and opts.cpus < 1:
         raise UserError("must be positive", source="--stage-cpus")
     return opts
@@ -167,9 +169,8 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
                 after: list[RunRecord], target: Optional[RunRecord], source: str,
                 dependency: Optional[str] = None) -> RunRecord:
     """Render, write and queue (or hold, locally) one stage job after the jobs of ``after``."""
-    from hpc_finetune.cli.common import config_yaml, profile_yaml
     from hpc_finetune.render import job_python, job_script
-    from hpc_finetune.runs import NewRun
+    from hpc_finetune.runs import NewRun, config_yaml, profile_yaml
     from hpc_finetune.stagejob import StageProgram
 
     sprofile = stage_profile(profile, stage, opts)
@@ -180,7 +181,7 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
 
     def build(run_dir: Path) -> NewRun:
         scfg.name = run_dir.name
-        scfg.output_dir = str(run_dir / "output")
+        scfg.output_dir = str(layout.default_output_dir(run_dir))
         spec = with_dependency(resolve(sprofile, scfg, run_dir, source=source), dependency)
         script = job_script(sprofile, spec)
         # prepare tokenizes from its own copy of the run config: the cache key holds no resource or launch field
@@ -196,7 +197,8 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
                         gpus_per_node=spec.gpus_per_node, processes_per_node=1, time_seconds=spec.time_seconds,
                         kind=stage, campaign=campaign, after=[r.run_id for r in after], dependency=dependency)
         return NewRun(record=rec, script=script, program=program, max_requeues=0,
-                      files={"run.yaml": config_yaml(scfg), "profile.yaml": profile_yaml(sprofile), "job.sh": script})
+                      files={layout.RUN_YAML: config_yaml(scfg), layout.PROFILE_YAML: profile_yaml(sprofile),
+                             layout.JOB_SCRIPT: script})
 
     return _submit_or_hold(registry, runs_root, f"{base}-{stage}", build, profile.scheduler)
 
@@ -255,15 +257,15 @@ def write_campaign(campaign_dir: Path, profile: ClusterProfile, cfg: RunConfig, 
     write_atomic(campaign_dir / "campaign.json", json.dumps(data, indent=1) + "\n")
 
 
-def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions,
-                build_train: Callable, *, source: str) -> tuple[Path, list[RunRecord]]:
+def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, *,
+                source: str) -> tuple[Path, list[RunRecord]]:
     """`submit --prepare/--then`: a campaign CAMPAIGN (the run's name, made unique) holding [CAMPAIGN-prepare,]
-    CAMPAIGN-train and its stages, queued in order, each after the one before. ``build_train(run_dir, (campaign,
-    after, dependency))`` renders the training run. If a job cannot be queued, the ones already queued are cancelled
-    and the error raised."""
+    CAMPAIGN-train and its stages, queued in order, each after the one before. ``cfg`` as the user gave it (its
+    output_dir, if any, is the user's). If a job cannot be queued, the ones already queued are cancelled and the
+    error raised."""
     from hpc_finetune.jobspec import runs_root
     from hpc_finetune.records import claim_run_dir
-    from hpc_finetune.runs import create_run
+    from hpc_finetune.runs import NewRun, create_run, prepare_at
     from hpc_finetune.scheduler import get_scheduler
 
     root = runs_root(profile)
@@ -282,11 +284,14 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
         after = [prepared] if prepared else []
         dependency = "" if local else dependency_value("train", [r.job_id for r in after])
 
-        def build(run_dir: Path):
-            new = build_train(run_dir, (campaign, [r.run_id for r in after], dependency))
+        def build(run_dir: Path) -> NewRun:
+            prep = prepare_at(profile, cfg, run_dir, source=source, extra_sbatch=dependency_options(dependency))
+            rec = prep.record()
+            rec.campaign, rec.after, rec.dependency = campaign, [r.run_id for r in after], dependency
             if local:
-                save_program(run_dir, new.program)
-            return new
+                save_program(run_dir, prep.program)
+            return NewRun(record=rec, script=prep.script, program=prep.program,
+                          max_requeues=prep.profile.max_requeues, files=prep.files)
 
         train = create_run(registry, root, f"{campaign}-train", build, hold=local)
         created.append(train)
@@ -390,7 +395,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
         script = restage_script(run_dir, dependency)
         program = load_program(run_dir)
         job_id = scheduler.submit(run_dir, script, program, time_seconds=r.time_seconds, max_requeues=0)
-        write_atomic(run_dir / "job.sh", script)
+        write_atomic(run_dir / layout.JOB_SCRIPT, script)
         r.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
         r.state, r.reason, r.dependency = "pending", "", dependency
         r.requeues += 1
@@ -443,7 +448,7 @@ def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
     script = restage_script(run_dir, dependency)
     job_id = get_scheduler(rec.scheduler).submit(run_dir, script, load_program(run_dir),
                                                  time_seconds=rec.time_seconds, max_requeues=0)
-    write_atomic(run_dir / "job.sh", script)
+    write_atomic(run_dir / layout.JOB_SCRIPT, script)
     rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
     rec.state, rec.reason, rec.dependency = "pending", "", dependency
     rec.requeues += 1
@@ -459,7 +464,7 @@ def restage_script(run_dir: Path, dependency: str) -> str:
     from hpc_finetune.render import job_script
     from hpc_finetune.runconfig import load_run_config
 
-    profile = load_profile_file(run_dir / "profile.yaml")
-    cfg = load_run_config(run_dir / "run.yaml")
-    spec = with_dependency(resolve(profile, cfg, run_dir, source=str(run_dir / "run.yaml")), dependency)
+    profile = load_profile_file(run_dir / layout.PROFILE_YAML)
+    cfg = load_run_config(run_dir / layout.RUN_YAML)
+    spec = with_dependency(resolve(profile, cfg, run_dir, source=str(run_dir / layout.RUN_YAML)), dependency)
     return job_script(profile, spec)

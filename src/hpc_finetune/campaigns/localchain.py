@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune import layout
 from hpc_finetune.records import Registry, RunRecord, Segment, now
 from hpc_finetune.states import CANCELLED, COMPLETED, LIVE
 
@@ -31,7 +32,7 @@ def start_runner(campaign_dir: Path, records: list[RunRecord], *, max_parallel: 
     from hpc_finetune.profile import load_profile_file
 
     names = {r.run_id for r in records}
-    python = job_python(load_profile_file(Path(records[0].run_dir) / "profile.yaml"))
+    python = job_python(load_profile_file(Path(records[0].run_dir) / layout.PROFILE_YAML))
     me = [python, "-m", "hpc_finetune.campaigns.localchain"]
     tasks = [Task(name=r.run_id, argv=[*me, "run", r.run_dir], after=[a for a in r.after if a in names],
                   needs="any" if STAGES[r.kind].after_any else "ok", label=r.kind,
@@ -55,8 +56,8 @@ def run_job(run_dir: Path) -> int:
     rec = RunRecord.load(run_dir)
     scheduler = LocalScheduler()
     if not (rec.segments and rec.state in LIVE):
-        profile = load_profile_file(run_dir / "profile.yaml")
-        job_id = scheduler.submit(run_dir, (run_dir / "job.sh").read_text(), load_program(run_dir),
+        profile = load_profile_file(run_dir / layout.PROFILE_YAML)
+        job_id = scheduler.submit(run_dir, (run_dir / layout.JOB_SCRIPT).read_text(), load_program(run_dir),
                                   time_seconds=rec.time_seconds, max_requeues=profile.max_requeues)
         rec.segments.append(Segment(job_id=job_id, started_by="runner", submitted=now()))
         rec.state, rec.reason = "pending", ""

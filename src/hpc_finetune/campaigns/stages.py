@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from hpc_finetune.layout import RUN_YAML
+
 
 @dataclass(frozen=True)
 class Target:
@@ -41,7 +43,7 @@ class Stage:
 
 
 def _prepare(t: Target) -> list[str]:
-    return ["hpc_finetune.train.prepare_data", str(t.run_dir / "run.yaml")]
+    return ["hpc_finetune.train.prepare_data", str(t.run_dir / RUN_YAML)]
 
 
 def _select(t: Target) -> list[str]:
@@ -54,7 +56,7 @@ def _merge(t: Target) -> list[str]:
 
 def _eval(t: Target) -> list[str]:
     model = t.output_dir / ("merged" if "merge" in t.chain else "final")
-    return ["hpc_finetune.train.evaluate", str(t.run_dir / "run.yaml"), "--model", str(model),
+    return ["hpc_finetune.train.evaluate", str(t.run_dir / RUN_YAML), "--model", str(model),
             "--out", str(t.run_dir / "eval")]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hpc_finetune.overrides import add_set_argument
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="run config (YAML)")
@@ -13,8 +15,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", "-G", type=int, help="GPUs per node (0: CPU only)")
     p.add_argument("--time", "-t", help="time limit, e.g. 04:00:00 or 1-00:00:00")
     p.add_argument("--partition", "-p", help="partition")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set training.learning_rate=2e-4 (repeatable)")
+    add_set_argument(p)
+
+
+def run_request(args: argparse.Namespace):
+    """The run service's request from the arguments add_run_arguments defined."""
+    from hpc_finetune.runs import RunRequest
+
+    return RunRequest(config=args.config, sets=args.set, cluster=args.cluster, nodes=getattr(args, "nodes", None),
+                      gpus=getattr(args, "gpus", None), time=getattr(args, "time", None),
+                      partition=getattr(args, "partition", None))
 
 
 def add_stage_arguments(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:

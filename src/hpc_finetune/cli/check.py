@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_finetune.cli.args import add_run_arguments
+from hpc_finetune.cli.args import add_run_arguments, run_request
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,15 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc_finetune.check import raise_problems
-    from hpc_finetune.cli.common import load_with_flags
-    from hpc_finetune.jobspec import runs_root
+    from hpc_finetune.runs import prepare_run
 
-    profile, cfg = load_with_flags(args)
-    spec, notes = raise_problems(cfg, profile, runs_root(profile) / "check", config_source=str(args.config),
-                                 full=args.full)
-    print(f"{args.config}: ok for cluster {profile.name} ({spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), "
+    prep = prepare_run(run_request(args), check=True, full_check=args.full)
+    spec = prep.spec
+    print(f"{args.config}: ok for cluster {prep.profile.name} ({spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), "
           f"{spec.time})")
-    for note in notes:
+    for note in prep.notes:
         print(f"  {note}")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 from hpc_finetune.evalsettings import FLAGS, add_generation_arguments
 
@@ -41,18 +40,20 @@ def run(args: argparse.Namespace) -> int:
     out = (args.out or files.run_dir / "eval").resolve()
     if args.submit:
         model = args.model or files.output_dir / "final"  # the job evaluates what exists when it runs
-        rec = submit(files, config, model.resolve(), out, passed_flags(args), cluster=args.cluster, time=args.time,
-                     registry=registry)
+        from hpc_finetune.runs import submit_eval_run
+
+        rec = submit_eval_run(files, config, model.resolve(), out, passed_flags(args), cluster=args.cluster,
+                              time=args.time, registry=registry)
         print(f"submitted eval of {files.name} as run {rec.run_id}, job {rec.job_id}; results in {out}")
         print(f"  follow it: hpc-finetune status {rec.run_id}   |   hpc-finetune logs -f {rec.run_id}")
         if args.wait:
-            from hpc_finetune.cli.submit import wait
+            from hpc_finetune.cli.views import wait_and_print
 
-            return wait(registry, rec)
+            return wait_and_print(registry, rec)
         return 0
     model = args.model or files.output_dir / "final"
     if args.model is None and not model.is_dir():
-        from hpc_finetune.checkpoints import last_complete
+        from hpc_finetune.job.checkpoints import last_complete
 
         model = last_complete(files.output_dir)
         if model is None:
@@ -78,49 +79,3 @@ def passed_flags(args: argparse.Namespace) -> list[str]:
         elif value not in (None, False):
             out += [flag, str(Path(value).resolve()) if name in ("data", "prompts") else str(value)]
     return out
-
-
-def submit(files, config: Path, model: Path, out: Path, flags: list[str], *, cluster: Optional[str],
-           time: Optional[str], registry):
-    """Render and submit the eval job as a run of its own (through the same create_run as `submit`: atomic
-    directory claim, nothing left behind on failure); returns its record (already in the index)."""
-    import dataclasses
-    import re
-
-    from hpc_finetune.cli.common import config_yaml, profile_yaml
-    from hpc_finetune.errors import UserError
-    from hpc_finetune.evaljob import EvalProgram
-    from hpc_finetune.jobspec import gpus_asked, resolve, runs_root
-    from hpc_finetune.profile import find_profile
-    from hpc_finetune.records import RunRecord, now
-    from hpc_finetune.render import job_python, job_script
-    from hpc_finetune.runconfig import load_run_config
-    from hpc_finetune.runs import NewRun, create_run
-
-    name = cluster or (files.record.cluster if files.record else None)
-    if not name:
-        raise UserError(f"{files.run_dir} is not a submitted run: name the cluster with --cluster", source="eval")
-    # an eval job is never requeued or retried: it is cheap to submit again, and a requeue would not resume it
-    profile = dataclasses.replace(find_profile(name), max_requeues=0, retry_on_failure=0)
-    cfg = load_run_config(config, [])
-    res = cfg.resources
-    res.nodes, res.gpus_per_node = 1, (1 if gpus_asked(profile, cfg) > 0 else 0)
-    res.time = time or res.time
-    cfg.launch.processes_per_node = 1
-    # a valid run name whatever the evaluated folder is called: letters, digits, . _ - and at most 64 characters
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", files.name).strip("-._")[:50] or "run"
-
-    def build(run_dir: Path) -> NewRun:
-        cfg.name, cfg.output_dir = run_dir.name, str(out)
-        spec = resolve(profile, cfg, run_dir, source=str(config))
-        script = job_script(profile, spec)
-        program = EvalProgram(argv=[str(run_dir / "run.yaml"), "--model", str(model), "--out", str(out), *flags],
-                              python=job_python(profile))
-        rec = RunRecord(run_id=run_dir.name, name=run_dir.name, cluster=profile.name, scheduler=profile.scheduler,
-                        run_dir=str(run_dir), output_dir=str(out), created=now(), nodes=1,
-                        gpus_per_node=spec.gpus_per_node, processes_per_node=1, time_seconds=spec.time_seconds,
-                        kind="eval")
-        return NewRun(record=rec, script=script, program=program, max_requeues=0,
-                      files={"run.yaml": config_yaml(cfg), "profile.yaml": profile_yaml(profile), "job.sh": script})
-
-    return create_run(registry, runs_root(profile), f"{base}-eval", build)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hpc_finetune.cli.args import add_run_arguments
+from hpc_finetune.cli.args import add_run_arguments, run_request
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,12 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from hpc_finetune.cli.common import prepare
     from hpc_finetune.errors import UserError
     from hpc_finetune.plan import estimate, inputs_from_run, render_table, smallest_fix
-    from hpc_finetune.records import Registry
+    from hpc_finetune.runs import prepare_run
 
-    prep = prepare(args, Registry())
+    prep = prepare_run(run_request(args))
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else [prep.cfg.method]
     for m in methods:
         if m not in ("full", "lora", "qlora", "lora-8bit"):

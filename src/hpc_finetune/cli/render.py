@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_finetune.cli.args import add_run_arguments
+from hpc_finetune.cli.args import add_run_arguments, run_request
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc_finetune.cli.common import prepare
-    from hpc_finetune.records import Registry
     from hpc_finetune.render import launch_files
-    prep = prepare(args, Registry())
+    from hpc_finetune.runs import prepare_run
+
+    prep = prepare_run(run_request(args))
     sys.stdout.write(prep.script)
     if args.all:
         for name, text in launch_files(prep.cfg, prep.spec).items():

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from hpc_finetune.states import State
+
 
 @dataclass
 class JobInfo:
     job_id: str
-    state: str  # one of hpc_finetune.states
+    state: State
     raw_state: str = ""
     elapsed: Optional[int] = None
     nodelist: str = ""

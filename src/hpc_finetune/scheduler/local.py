@@ -23,26 +23,22 @@ from hpc_finetune.records import NO_RESULT
 from hpc_finetune.scheduler.base import JobInfo, Scheduler
 
 
+def _start(jobs: Path, script: Path) -> subprocess.Popen:
+    """Run the rendered script (which ends in submitit's local controller) in its own session."""
+    log = open(jobs / "controller.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(["bash", str(script)], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    stat = _proc_stat(process.pid)  # Popen returns after the exec: the pid is ours and still running
+    if stat is not None:
+        _start_file(jobs, process.pid).write_text(stat[1] + "\n")
+    return process
+
+
 def _executor_class() -> type:
-    import submitit
-    from submitit.local.local import LocalJob
+    from hpc_finetune.submitit_api import script_local_executor
 
-    class ScriptLocalExecutor(submitit.LocalExecutor):
-        """Runs hpc-finetune's rendered script (which ends in submitit's local controller) in its own session."""
-
-        script_path: Path
-
-        def _submit_command(self, command: str) -> Any:  # noqa: ARG002 - the script holds the command
-            log = open(self.folder / "controller.log", "ab")  # noqa: SIM115
-            process = subprocess.Popen(["bash", str(self.script_path)], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-            log.close()
-            stat = _proc_stat(process.pid)  # Popen returns after the exec: the pid is ours and still running
-            if stat is not None:
-                _start_file(self.folder, process.pid).write_text(stat[1] + "\n")
-            return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
-
-    return ScriptLocalExecutor
+    return script_local_executor(_start)
 
 
 def _mtime(path: Path) -> float | None:

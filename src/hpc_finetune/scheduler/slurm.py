@@ -24,17 +24,9 @@ def tres_gpus(alloc_tres: str) -> Optional[int]:
 
 
 def _executor_class() -> type:
-    import submitit
+    from hpc_finetune.submitit_api import script_slurm_executor
 
-    class TemplateSlurmExecutor(submitit.SlurmExecutor):
-        """A SlurmExecutor whose submission file is the script hpc-finetune rendered (byte for byte)."""
-
-        script_text = ""
-
-        def _make_submission_file_text(self, command: str, uid: str) -> str:  # noqa: ARG002
-            return self.script_text
-
-    return TemplateSlurmExecutor
+    return script_slurm_executor()
 
 
 def run(cmd: list[str], what: str) -> str:

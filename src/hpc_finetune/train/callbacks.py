@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from hpc_finetune.records import write_atomic
+from hpc_finetune.files import write_atomic
 
 
 class ProgressCallback(TrainerCallback):
@@ -101,7 +101,7 @@ class ProgressCallback(TrainerCallback):
 
 
 class SaveOnSignalCallback(TrainerCallback):
-    """On a checkpoint signal (see train/signals.py: the profile's warning signal or SIGTERM), at the next safe point:
+    """On a checkpoint signal (see job/signals.py: the profile's warning signal or SIGTERM), at the next safe point:
 
     - at the start of training, before this segment's first step (the signal came during start-up): stop at once,
       without a checkpoint: nothing was trained since the last one, and a save could outlast the time left;
@@ -110,8 +110,8 @@ class SaveOnSignalCallback(TrainerCallback):
     Every rank may see the signal at a different moment, so the ranks agree with one tiny all-reduce at each point.
     """
 
-    def __init__(self) -> None:  # the signals come from train/signals.py
-        from hpc_finetune.train import signals
+    def __init__(self) -> None:  # the signals come from job/signals.py
+        from hpc_finetune.job import signals
 
         signals.install()  # idempotent: train() installed it first; this covers a trainer built elsewhere
         self._signals = signals

@@ -13,17 +13,21 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_finetune.checkpoints import last_complete
-from hpc_finetune.envvars import HUB_OFFLINE_VARS
+from hpc_finetune.job.checkpoints import last_complete
+from hpc_finetune import layout
+from hpc_finetune.envvars import DEEPSPEED_CONFIG, HUB_OFFLINE_VARS, RUN_DIR
 from hpc_finetune.errors import UserError
-from hpc_finetune.records import write_atomic
+from hpc_finetune.overrides import add_set_argument
+from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
 from hpc_finetune.train.data import global_rank as rank
 
 
 
 def default_output_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.output_dir) if cfg.output_dir else Path.cwd() / "runs" / cfg.name / "output"
+    """The config's output_dir (a submitted run's run.yaml always names it: jobspec.resolve); else the layout's
+    default for the run directory of ``hpc-finetune train`` in this process (./runs/NAME)."""
+    return Path(cfg.output_dir) if cfg.output_dir else layout.default_output_dir(layout.local_run_dir(cfg.name))
 
 
 def set_offline(cfg: RunConfig) -> None:
@@ -107,7 +111,11 @@ def distribution_args(cfg: RunConfig, output_dir: Path, *, cuda: bool) -> dict[s
     if cfg.uses_lora and strategy == "ddp":
         out["ddp_find_unused_parameters"] = False
     if strategy == "deepspeed" and cfg.launch.launcher == "torchrun":
-        out["deepspeed"] = str(Path(os.environ.get("HPCFT_RUN_DIR", output_dir.parent)) / "deepspeed_config.json")
+        if not os.environ.get(DEEPSPEED_CONFIG):
+            raise UserError(f"DeepSpeed under torchrun takes its JSON from the job's launch plan ({DEEPSPEED_CONFIG}, "
+                            "set by the node program); run it through `hpc-finetune submit`, or use "
+                            "launch.launcher: accelerate", field="launch.launcher")
+        out["deepspeed"] = os.environ[DEEPSPEED_CONFIG]
     if strategy == "fsdp":
         out["gradient_checkpointing"] = False
         out["gradient_checkpointing_kwargs"] = None
@@ -196,9 +204,9 @@ def build_trainer(cfg: RunConfig, output_dir: Path) -> tuple[Any, dict]:
 
 def train(cfg: RunConfig) -> dict:
     """Train (resuming if a complete checkpoint exists); returns the summary (also written to summary.json)."""
-    from hpc_finetune.train import signals
+    from hpc_finetune.job import signals
     signals.reset()
-    signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (train/signals.py)
+    signals.install()  # first: a checkpoint signal during start-up is remembered, not lost (job/signals.py)
     # before anything imports bitsandbytes/peft (the callbacks below do): they ask CUDA for its devices, and CUDA
     # reads CUDA_VISIBLE_DEVICES only then
     limit_visible_devices(cfg)
@@ -271,7 +279,7 @@ def train(cfg: RunConfig) -> dict:
     print(f"hpc-finetune train: done: {state.global_step} steps, final loss {summary['final_loss']}, "
           f"model in {final}", flush=True)
     if rank() == 0:
-        for line in next_steps(cfg, final, os.environ.get("HPCFT_RUN_DIR")):
+        for line in next_steps(cfg, final, os.environ.get(RUN_DIR)):
             print(f"hpc-finetune train: {line}", flush=True)
     return summary
 
@@ -304,7 +312,7 @@ def versions() -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpc_finetune.train")
     parser.add_argument("config", type=Path)
-    parser.add_argument("--set", action="append", default=[])
+    add_set_argument(parser)
     args = parser.parse_args(argv)
     try:
         cfg = load_run_config(args.config, args.set)
@@ -312,9 +320,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as exc:  # bad data or a bad setting: one line in the log, and the run's reason in `status`
         line = str(exc)
         print(f"hpc-finetune train: error: {line}", file=sys.stderr, flush=True)
-        run_dir = os.environ.get("HPCFT_RUN_DIR")
+        run_dir = os.environ.get(RUN_DIR)
         if run_dir and os.environ.get("RANK", "0") == "0":
-            from hpc_finetune.segments import log_event
+            from hpc_finetune.job.segments import log_event
             from hpc_finetune.states import TRAINER_ERROR
 
             try:

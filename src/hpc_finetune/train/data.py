@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_finetune import __version__
-from hpc_finetune.datacheck import ROLES
+from hpc_finetune.dataformat import LOADERS, missing_field, unsupported_suffix, value_problem
+from hpc_finetune.envvars import TOKENIZED_CACHE
 from hpc_finetune.errors import UserError
 from hpc_finetune.runconfig import DataConfig, RunConfig
 from hpc_finetune.train import packing
 
 CACHE_FORMAT = 3  # bump when the tokenized layout changes (3: bfd rows with seq_lengths by default)
-LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
 def global_rank() -> int:
@@ -30,8 +30,8 @@ def global_rank() -> int:
 
 
 def cache_root() -> Path:
-    if os.environ.get("HPCFT_TOKENIZED_CACHE"):
-        return Path(os.environ["HPCFT_TOKENIZED_CACHE"])
+    if os.environ.get(TOKENIZED_CACHE):
+        return Path(os.environ[TOKENIZED_CACHE])
     if os.environ.get("HF_DATASETS_CACHE"):
         return Path(os.environ["HF_DATASETS_CACHE"]) / "hpc-finetune-tokenized"
     return Path.home() / ".cache" / "hpc-finetune" / "tokenized"
@@ -49,9 +49,9 @@ def load_raw(path: str, field: str) -> Any:
         if isinstance(ds, DatasetDict):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return ds
-    if p.suffix not in LOADERS:
-        raise UserError(f"{p}: unsupported file type {p.suffix!r}; use one of {', '.join(LOADERS)}",
-                        field=f"data.{field}")
+    unsupported = unsupported_suffix(p)
+    if unsupported:
+        raise UserError(unsupported, field=f"data.{field}")
     if p.stat().st_size == 0:
         raise UserError(f"{p} is empty", field=f"data.{field}")
     if p.suffix == ".arrow":
@@ -100,32 +100,14 @@ def validate_columns(ds: Any, data: DataConfig, where: str) -> None:
     a bad record is one line naming it, not a traceback from the tokenizer."""
     if len(ds) == 0:
         raise UserError(f"{where} has no records", field="data")
-    if data.format == "text":
-        if data.text_field not in ds.column_names:
-            raise UserError(f"{where} has no {data.text_field!r} column (columns: {', '.join(ds.column_names)}); "
-                            "set data.text_field or data.format: chat", field="data.text_field")
-        for i, text in enumerate(ds[data.text_field]):
-            if not isinstance(text, str):
-                raise UserError(f"{where}: record {i + 1}: {data.text_field!r} is "
-                                f"{'null' if text is None else type(text).__name__}, not text",
-                                field="data.text_field")
-        return
-    if data.messages_field not in ds.column_names:
-        raise UserError(f"{where} has no {data.messages_field!r} column (columns: {', '.join(ds.column_names)})",
-                        field="data.messages_field")
-    for i, conv in enumerate(list(ds[data.messages_field])):
-        if not conv or not isinstance(conv, list):
-            raise UserError(f"{where}: record {i + 1} has an empty conversation", field="data.messages_field")
-        for m in conv:
-            if not isinstance(m, dict) or m.get("role") not in ROLES:
-                role = m.get("role") if isinstance(m, dict) else m
-                raise UserError(f"{where}: record {i + 1}: unknown role {str(role)[:40]!r}; allowed: "
-                                f"{', '.join(sorted(ROLES))}", field="data.messages_field")
-            if not isinstance(m.get("content"), str):
-                content = m.get("content")
-                raise UserError(f"{where}: record {i + 1}: a message's 'content' is "
-                                f"{'null' if content is None else type(content).__name__}, not text",
-                                field="data.messages_field")
+    key = "text_field" if data.format == "text" else "messages_field"
+    name = getattr(data, key)
+    if name not in ds.column_names:
+        raise UserError(missing_field(where, data, ds.column_names), field=f"data.{key}")
+    for i, value in enumerate(ds[name]):  # row by row: a big column is not copied into a list
+        problem = value_problem(value, i + 1, data, ds.column_names)
+        if problem:
+            raise UserError(f"{where}: {problem}", field=f"data.{key}")
 
 
 # --- fingerprint ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from hpc_finetune.errors import UserError
 from hpc_finetune.evalsettings import GenerationSettings, add_generation_arguments, settings
-from hpc_finetune.records import write_atomic
+from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RunConfig, load_run_config
 
 

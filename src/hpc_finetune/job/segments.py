@@ -1,7 +1,9 @@
 """How a job segment ended, and whether the run goes on: the requeue and retry policy, in one place.
 
-Written by the job itself (node 0's program, or the batch script after `srun` returned non-zero) into
-RUN_DIR/attempts.jsonl, one JSON line per event; read by `status`. Login-light: no training library here.
+Words: a *segment* is one job instance of a run (``records.Segment``, record.json's "segments"); its *events* are
+what the job logged about it (start, requeued, stopped, retrying, gave up, ...). The job itself (node 0's program,
+or the batch script after `srun` returned non-zero) appends them to RUN_DIR/attempts.jsonl (``EVENTS_FILE``; the
+name older runs have), one JSON line per event; `status` reads them. Login-light: no training library here.
 
 Policy:
 - time limit or preemption signal (the profile's warning signal, or the SIGTERM of a preemption with a GraceTime):
@@ -25,22 +27,23 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_finetune.jsonlog import read_objects
+from hpc_finetune.states import Event
 
-ATTEMPTS = "attempts.jsonl"
+EVENTS_FILE = "attempts.jsonl"  # kept: run directories of every release have it
 MAX_EVENTS_BYTES = 8 * 1024 * 1024
 
 
-def log_event(run_dir: Path | str, event: str, **fields: object) -> dict:
-    line = {"event": event, "job_id": os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")),
+def log_event(run_dir: Path | str, event: Event | str, **fields: object) -> dict:
+    line = {"event": str(event), "job_id": os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")),
             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             "host": os.uname().nodename, "time": time.time(), **fields}
-    with open(Path(run_dir) / ATTEMPTS, "a") as f:
+    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
         f.write(json.dumps(line) + "\n")
     return line
 
 
 def read_events(run_dir: Path | str) -> list[dict]:
-    return read_objects(Path(run_dir) / ATTEMPTS, tail_bytes=MAX_EVENTS_BYTES)  # bounded: the newest are plenty
+    return read_objects(Path(run_dir) / EVENTS_FILE, tail_bytes=MAX_EVENTS_BYTES)  # bounded: the newest are plenty
 
 
 def current_step(output_dir: Path | str) -> int:
@@ -130,7 +133,7 @@ def save_deadline(signal_at: float, signal_seconds: int, job_end: Optional[float
 def requeue_allowed(events: list[dict], job_id: str, max_requeues: int) -> Optional[str]:
     """None if the job may requeue itself once more, else why not. Counts this job's own requeues on a signal
     (a manual `requeue` starts a new job, and a new count)."""
-    restarts = sum(1 for e in events if e.get("event") == "requeued" and e.get("job_id") == job_id)
+    restarts = sum(1 for e in events if e.get("event") == Event.REQUEUED and e.get("job_id") == job_id)
     if restarts >= max_requeues:
         return (f"stopped after {restarts} automatic requeue(s): the profile's max_requeues is {max_requeues}; "
                 "`hpc-finetune requeue RUN` continues from the saved checkpoint")
@@ -138,12 +141,12 @@ def requeue_allowed(events: list[dict], job_id: str, max_requeues: int) -> Optio
 
 
 def retry_decision(events: list[dict], status: int, step: int, retry_on_failure: int) -> tuple[bool, str]:
-    """After a failed segment: (retry?, why). ``events`` are the attempts so far, without this failure."""
+    """After a failed segment: (retry?, why). ``events`` are the run's events so far, without this failure."""
     if retry_on_failure <= 0:
         return False, f"failed with exit status {status} at step {step}; the profile does not retry failures " \
                       "(retry_on_failure: 0); `hpc-finetune requeue RUN` resumes from the last checkpoint"
-    retries = sum(1 for e in events if e.get("event") == "retrying")
-    last_failure = next((e for e in reversed(events) if e.get("event") in ("retrying", "gave up")), None)
+    retries = sum(1 for e in events if e.get("event") == Event.RETRYING)
+    last_failure = next((e for e in reversed(events) if e.get("event") in (Event.RETRYING, Event.GAVE_UP)), None)
     if last_failure is not None and last_failure.get("status") == status and last_failure.get("step") == step:
         return False, f"failed twice in a row the same way (exit status {status}, no progress past step {step}): " \
                       "not retried again; read `hpc-finetune logs RUN`"
@@ -170,18 +173,18 @@ def after_failure(run_dir: str, output_dir: str, status: int, retry_on_failure: 
     events = read_events(run_dir)
     job_id = os.environ.get("SLURM_JOB_ID", "")
     mine = segment_events(events, job_id, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
-    if any(e.get("event") in ("requeued", "stopped", "terminated") for e in mine):
+    if any(e.get("event") in (Event.REQUEUED, Event.STOPPED, Event.TERMINATED) for e in mine):
         return False
     if term_cause(slurm_job(job_id)) == "preempted":
         stop = requeue_allowed(events, job_id, max_requeues)
         if stop:
-            log_event(run_dir, "stopped", reason=f"preempted; {stop}", step=step)
+            log_event(run_dir, Event.STOPPED, reason=f"preempted; {stop}", step=step)
             return False
-        log_event(run_dir, "requeued", reason="preempted (SIGTERM)", step=step, status=status)
+        log_event(run_dir, Event.REQUEUED, reason="preempted (SIGTERM)", step=step, status=status)
         subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
         return True
     retry, why = retry_decision(events, status, step, retry_on_failure)
-    log_event(run_dir, "retrying" if retry else "gave up", status=status, step=step, reason=why)
+    log_event(run_dir, Event.RETRYING if retry else Event.GAVE_UP, status=status, step=step, reason=why)
     print(f"hpc-finetune: {why}", flush=True)
     if retry:
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)

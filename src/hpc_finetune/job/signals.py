@@ -17,7 +17,8 @@ The node program and the trainers of one node share a node-local directory per j
   its handler, while the launcher's SIG_IGN was in force) finds it when it installs the handler, and every trainer
   looks at it at each safe point, so no delivery path can lose the request.
 
-Login-light: standard library only (the node program imports it too).
+Compute-side protocol between the node program (job/launch.py) and the trainers (train/): it lives in job/ so
+that the node program never imports the training package. Standard library only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-DIR_ENV = "HPCFT_SIGNAL_DIR"
+from hpc_finetune.envvars import CHECKPOINT_SIGNAL, DEFAULT_CHECKPOINT_SIGNAL, SIGNAL_DIR
+
 STOP_FILE = "stop"
 TRAINER_PREFIX = "trainer-"
 
@@ -37,7 +39,7 @@ _request: dict[str, Optional[object]] = {"signal": None, "at": None}
 
 def checkpoint_signals() -> list[signal.Signals]:
     """The profile's warning signal (HPCFT_CHECKPOINT_SIGNAL, set by the job script) and SIGTERM."""
-    name = os.environ.get("HPCFT_CHECKPOINT_SIGNAL", "USR2").upper()
+    name = os.environ.get(CHECKPOINT_SIGNAL, DEFAULT_CHECKPOINT_SIGNAL).upper()
     warning = getattr(signal, name if name.startswith("SIG") else f"SIG{name}")
     return [warning] if warning == signal.SIGTERM else [warning, signal.SIGTERM]
 
@@ -61,7 +63,7 @@ def install() -> None:
             signal.signal(signum, _handler)
     except ValueError:
         pass  # not the main thread (train() called from a thread): the stop file still reaches it
-    folder = os.environ.get(DIR_ENV)
+    folder = os.environ.get(SIGNAL_DIR)
     if folder:
         try:
             (Path(folder) / f"{TRAINER_PREFIX}{os.getpid()}").touch()
@@ -74,7 +76,7 @@ def received() -> Optional[str]:
     """The name of the signal that asked this trainer to stop (its own handler, or the node program's stop file),
     else None. Cheap enough for every optimizer step: one failed open() on node-local storage."""
     if _request["signal"] is None:
-        folder = os.environ.get(DIR_ENV)
+        folder = os.environ.get(SIGNAL_DIR)
         if folder:
             try:
                 name = (Path(folder) / STOP_FILE).read_text().strip()

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpc_finetune import devices, segments
-from hpc_finetune.envvars import CACHE_VARS
-from hpc_finetune.train import signals as trainer_signals
+from hpc_finetune import devices, layout
+from hpc_finetune.envvars import CACHE_VARS, SIGNAL_DIR
+from hpc_finetune.job import segments
+from hpc_finetune.job import signals as trainer_signals
+from hpc_finetune.job.launchplan import LaunchPlan, plan_launch
+from hpc_finetune.states import Event
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -53,9 +56,9 @@ def slurm_hostnames(nodelist: str) -> list[str]:
             return out
     except (OSError, subprocess.SubprocessError):
         pass
-    from submitit.slurm.slurm import _parse_node_list
+    from hpc_finetune.submitit_api import parse_node_list
 
-    return _parse_node_list(nodelist)
+    return parse_node_list(nodelist)
 
 
 def node_info(environ: Optional[dict] = None) -> NodeInfo:
@@ -78,19 +81,13 @@ def node_info(environ: Optional[dict] = None) -> NodeInfo:
 
 def _ignoring(signums: tuple[int, ...]):
     """preexec_fn for the launcher (accelerate, torchrun's agent, or the trainer itself before its first line):
-    ignore the checkpoint signals. The trainers install their own handler first thing (train/signals.py); a launcher
+    ignore the checkpoint signals. The trainers install their own handler first thing (job/signals.py); a launcher
     must not die of them, nor answer SIGTERM by killing its workers in the middle of their save. (Only signal()
     calls here: nothing that could take a lock between fork and exec.)"""
     def preexec() -> None:
         for signum in signums:
             signal.signal(signum, signal.SIG_IGN)
     return preexec
-
-
-# torch elastic's agent (torchrun, and accelerate's multi-process launch, which runs it in-process) would answer
-# SIGTERM by SIGTERM-ing its workers and SIGKILL-ing them 30 s later, then exit non-zero: leave SIGTERM (ignored, see
-# above) to the trainers. The agent reads this default through its `--signals-to-handle` option (PET_ prefix).
-LAUNCHER_ENV = {"PET_SIGNALS_TO_HANDLE": "SIGINT,SIGHUP,SIGQUIT"}
 
 
 def _is_descendant(pid: int, ancestor: int) -> bool:
@@ -110,7 +107,11 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 
 @dataclass
 class NodeProgram:
-    """Pickled by submitit at submit time; called once on every node of the job."""
+    """Pickled by submitit at submit time; called once on every node of the job.
+
+    Its fields are the pickled contract with jobs already queued (an older version's pickle must still run): the
+    launch itself is derived from them by the same rule the job spec used (``launch_plan``, job/launchplan.py).
+    ``gpus_per_node`` sets the node's visible devices (devices.for_node)."""
 
     run_dir: str
     nodes: int
@@ -124,22 +125,13 @@ class NodeProgram:
     signal_seconds: int = 300
     max_requeues: int = 5
 
+    def launch_plan(self) -> LaunchPlan:
+        return plan_launch(run_dir=self.run_dir, nodes=self.nodes, processes_per_node=self.processes_per_node,
+                           strategy=self.strategy, launcher=self.launcher)
+
     def command(self, info: NodeInfo) -> list[str]:
-        run_yaml = str(Path(self.run_dir) / "run.yaml")
-        python = self.python or sys.executable
-        world = self.nodes * self.processes_per_node
-        if world == 1 and self.strategy == "ddp":
-            return [python, "-m", "hpc_finetune.train", run_yaml]
-        if self.launcher == "torchrun":
-            return [python, "-m", "torch.distributed.run", f"--nnodes={self.nodes}",
-                    f"--nproc-per-node={self.processes_per_node}", f"--node-rank={info.node_rank}",
-                    f"--master-addr={info.main_addr}", f"--master-port={info.port}",
-                    "-m", "hpc_finetune.train", run_yaml]
-        return [python, "-m", "accelerate.commands.launch",
-                "--config_file", str(Path(self.run_dir) / "accelerate_config.yaml"),
-                "--num_machines", str(self.nodes), "--num_processes", str(world),
-                "--machine_rank", str(info.node_rank), "--main_process_ip", info.main_addr,
-                "--main_process_port", str(info.port), "-m", "hpc_finetune.train", run_yaml]
+        return self.launch_plan().command(self.python or sys.executable, node_rank=info.node_rank,
+                                          main_addr=info.main_addr, port=info.port)
 
     def __call__(self) -> dict:
         info = self._info = node_info()
@@ -147,8 +139,6 @@ class NodeProgram:
             if os.environ.get(var):
                 os.makedirs(os.environ[var], exist_ok=True)  # node-local caches exist on every node
         env = dict(os.environ)
-        env.update(HPCFT_NODE_RANK=str(info.node_rank), HPCFT_NUM_NODES=str(info.num_nodes),
-                   HPCFT_MAIN_ADDR=info.main_addr, HPCFT_MAIN_PORT=str(info.port), HPCFT_JOB_ID=info.job_id)
         visible = devices.for_node(self.gpus_per_node, env.get(devices.VAR))
         if visible is not None:
             env[devices.VAR] = os.environ[devices.VAR] = visible  # also for this node's log line below
@@ -158,12 +148,12 @@ class NodeProgram:
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
         print(f"hpc-finetune launch: {shlex.join(cmd)}", flush=True)
         started = self._started = time.time()
-        self._event("start", info, step=segments.current_step(self._output()))
+        self._event(Event.START, info, step=segments.current_step(self._output()))
         self._begin_signals(info)
         try:
             # its own session: torch elastic's workers are in sessions of their own anyway, so signals reach the
             # trainers by the pids they registered (see _forward), not by process group
-            self._proc = subprocess.Popen(cmd, env={**env, **LAUNCHER_ENV, trainer_signals.DIR_ENV: self._signal_dir},
+            self._proc = subprocess.Popen(cmd, env={**env, **self.launch_plan().env, SIGNAL_DIR: self._signal_dir},
                                           preexec_fn=_ignoring(tuple(trainer_signals.checkpoint_signals())),
                                           start_new_session=True)
             rc = self._proc.wait()
@@ -171,10 +161,10 @@ class NodeProgram:
             shutil.rmtree(self._signal_dir, ignore_errors=True)
         out = self._output()
         if rc != 0:
-            self._event("trainer exited", info, returncode=rc, step=segments.current_step(out))
+            self._event(Event.TRAINER_EXITED, info, returncode=rc, step=segments.current_step(out))
             raise RuntimeError(f"training on {info.hostname} exited with status {rc}")
         interrupted = (out / "interrupted.json").exists() and not (out / "summary.json").exists()
-        self._event("checkpointed" if interrupted else "completed", info, step=segments.current_step(out))
+        self._event(Event.CHECKPOINTED if interrupted else Event.COMPLETED, info, step=segments.current_step(out))
         return {"node_rank": info.node_rank, "returncode": rc, "seconds": round(time.time() - started, 1)}
 
     # --- checkpoint signals: the profile's warning signal (time limit; preemption where the site sends it) and
@@ -216,7 +206,7 @@ class NodeProgram:
         info = self._info
         if info.node_rank != 0 or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
             if info.node_rank == 0:
-                self._event("terminated", info, reason="SIGTERM outside Slurm: saving, not requeued",
+                self._event(Event.TERMINATED, info, reason="SIGTERM outside Slurm: saving, not requeued",
                             step=segments.current_step(self._output()))
             return
         job = segments.slurm_job(info.job_id)
@@ -230,7 +220,7 @@ class NodeProgram:
         why = {"ended": f"the job is {job.get('JobState', '?')} (scancel, the time limit, or a requeue by hand)",
                "not Slurm": "not from Slurm (the job runs and nothing preempts it: a shutdown or a kill by hand)",
                "unknown": "Slurm did not answer"}[cause]
-        self._event("terminated", info, reason=f"SIGTERM: {why}; saving if there is time, not requeued",
+        self._event(Event.TERMINATED, info, reason=f"SIGTERM: {why}; saving if there is time, not requeued",
                     step=segments.current_step(self._output()))
 
     def _forward(self, signum: int) -> None:
@@ -260,9 +250,9 @@ class NodeProgram:
         return False
 
     def _output(self) -> Path:
-        return Path(self.output_dir or Path(self.run_dir) / "output")
+        return Path(self.output_dir) if self.output_dir else layout.default_output_dir(self.run_dir)
 
-    def _event(self, event: str, info: NodeInfo, **extra: object) -> None:
+    def _event(self, event: Event, info: NodeInfo, **extra: object) -> None:
         """RUN_DIR/attempts.jsonl: how each job segment starts and ends (node 0 only), for `status`."""
         if info.node_rank == 0:
             segments.log_event(self.run_dir, event, **extra)
@@ -305,9 +295,9 @@ class NodeProgram:
             reason += "; the save did not finish in the time left, resuming from the last complete checkpoint"
         stop = segments.requeue_allowed(segments.read_events(self.run_dir), info.job_id, self.max_requeues)
         if stop:
-            self._event("stopped", info, reason=f"{reason}; {stop}", step=step)
+            self._event(Event.STOPPED, info, reason=f"{reason}; {stop}", step=step)
             return None  # submitit ends the job instead of requeuing it
-        self._event("requeued", info, reason=reason, step=step)
+        self._event(Event.REQUEUED, info, reason=reason, step=step)
         return submitit.helpers.DelayedSubmission(self)
 
     def __getstate__(self) -> dict:

@@ -1,0 +1,6 @@
+"""Compute-side code: what runs inside a job on the compute nodes, beside the training core (``train/``).
+
+``launch`` (the node program submitit calls on every node), ``segments`` (how a job segment ended; the requeue and
+retry policy), ``checkpoints`` (which checkpoints are complete). Login-light: standard library only, no training
+library, no registry, no CLI, no pre-flight checks (tests/test_layering.py).
+"""

@@ -1,0 +1,73 @@
+"""Reading runs' state for the terminal and for waiting: the registry's rows, refreshed from the scheduler.
+
+Part of the run service (runs.py re-exports it); a module of its own so that `status`, the command run most often,
+imports nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from hpc_finetune.records import Registry, RunRecord
+from hpc_finetune.states import COMPLETED, LIVE
+
+
+def wait_run(registry: Registry, rec: RunRecord, poll_seconds: float = 2.0) -> RunRecord:
+    """Poll the scheduler until the run's job is no longer live; returns the record (``rec.state`` is final)."""
+    import time
+
+    from hpc_finetune.tracking import refresh
+
+    while True:
+        refresh(registry, [rec])
+        if rec.state not in LIVE:
+            return rec
+        time.sleep(poll_seconds)
+
+
+def succeeded(rec: RunRecord) -> bool:
+    return rec.state == COMPLETED
+
+
+def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = None) -> list[dict]:
+    """The registry's rows (one run, or every live run refreshed from the scheduler plus the ``last`` most recent),
+    each a dict with its progress parsed; a run whose record cannot be read shows as "unreadable" with why."""
+    import json
+
+    from hpc_finetune.records import UnreadableRecord
+    from hpc_finetune.tracking import current, refresh
+
+    unreadable: dict[str, str] = {}
+    if run is not None:
+        rows = registry.rows(current(registry, run).run_id)
+    else:
+        records = []
+        for r in registry.live_rows():
+            try:
+                records.append(RunRecord.load(Path(r["run_dir"])))
+            except UnreadableRecord as exc:  # one broken run must not hide the others
+                unreadable[r["run_id"]] = str(exc)
+        if records:
+            refresh(registry, records)
+        rows = registry.rows(last=last)
+    out = []
+    parsed: dict[str, dict] = {}
+    for r in rows:
+        d = dict(r)
+        raw = d["progress"]
+        if raw:
+            if raw not in parsed:
+                try:
+                    parsed[raw] = json.loads(raw)
+                except ValueError:
+                    parsed[raw] = None
+            d["progress"] = parsed[raw]
+        if d["run_id"] in unreadable:
+            d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
+        out.append(d)
+    from hpc_finetune.campaigns.skipping import skipped_in
+
+    skipped = skipped_in(registry, out)  # chain jobs that a failure before them kept from running
+    for d in out:
+        d["state"] = skipped.get(d["run_id"], d["state"])
+    return out

@@ -1,0 +1,58 @@
+"""Jobs queued or requeued before the compute-side modules moved to hpc_finetune/job/ keep working.
+
+Their pickled node program names ``hpc_finetune.launch.NodeProgram`` and their job.sh runs
+``python -m hpc_finetune.segments RUN_DIR OUT STATUS RETRIES MAXREQ`` after a failed srun: both old paths are thin
+compatibility packages now. compat/nodeprogram_before_job_move.pkl is the pickle submitit wrote (DelayedSubmission.dump)
+for a NodeProgram of the version before the move (made with that checkout's code)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hpc_finetune.job.launch import NodeInfo, NodeProgram
+
+OLD_PICKLE = Path(__file__).parent / "compat" / "nodeprogram_before_job_move.pkl"
+
+
+def test_a_node_program_pickled_under_the_old_module_path_loads_and_runs_its_launch():
+    from submitit.core.utils import DelayedSubmission
+
+    assert b"hpc_finetune.launch\x94\x8c\x0bNodeProgram" in OLD_PICKLE.read_bytes()  # really the old path
+    program = DelayedSubmission.load(OLD_PICKLE).function
+    assert type(program) is NodeProgram
+    info = NodeInfo(node_rank=1, num_nodes=2, hostname="n2", main_host="n1", main_addr="10.0.0.1", port=21234,
+                    job_id="77")
+    argv = program.command(info)
+    assert argv[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
+    assert "--node-rank=1" in argv and argv[-1] == "/shared/runs/old/run.yaml"
+    plan = program.launch_plan()
+    assert plan.env["HPCFT_DEEPSPEED_CONFIG"] == "/shared/runs/old/deepspeed_config.json"
+
+
+def test_old_import_paths_are_the_moved_modules():
+    import hpc_finetune.checkpoints
+    import hpc_finetune.job.checkpoints
+    import hpc_finetune.job.launch
+    import hpc_finetune.job.segments
+    import hpc_finetune.launch
+    from hpc_finetune.segments import current_step, log_event
+
+    assert hpc_finetune.launch is hpc_finetune.job.launch
+    assert hpc_finetune.checkpoints is hpc_finetune.job.checkpoints
+    assert log_event is hpc_finetune.job.segments.log_event
+    assert current_step is hpc_finetune.job.segments.current_step
+
+
+def test_an_old_job_scripts_after_failure_command_still_runs(tmp_path):
+    """The line job.sh files rendered before the move run when srun fails (see git history of the golden files)."""
+    out = tmp_path / "output"
+    proc = subprocess.run([sys.executable, "-m", "hpc_finetune.segments", str(tmp_path), str(out), "3", "0", "5"],
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in (tmp_path / "attempts.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["status"]) for e in events] == [("gave up", 3)]
+    assert "retry_on_failure: 0" in proc.stdout
