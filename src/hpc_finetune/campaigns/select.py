@@ -55,7 +55,9 @@ def select(campaign_dir: Path) -> tuple[Optional[dict], list[str]]:
             lines.append(f"  {c.run_id}: no final model ({c.output_dir}/final), not a candidate")
     chosen, metric, value = best(finished) if finished else (None, "", None)
     if chosen is None:
-        lines.append("select: no member to follow; the stages after this one will not run")
+        why = "no member has a final model" if not finished else \
+            f"none of the {len(finished)} member(s) with a final model logged a loss"
+        lines.append(f"select: {why}: no member to follow; the stages after this one will not run")
         return None, lines
     values = {c.run_id: run_metric(c.run_dir, c.output_dir) for c in finished}
     selection = {"run_id": chosen.run_id, "run_dir": chosen.run_dir, "output_dir": chosen.output_dir,
