@@ -29,6 +29,7 @@ import argparse
 import copy
 import dataclasses
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -41,7 +42,7 @@ from hpc_finetune import layout
 from hpc_finetune.files import write_atomic
 from hpc_finetune.records import Registry, RunRecord, Segment, now
 from hpc_finetune.runconfig import RunConfig
-from hpc_finetune.states import LIVE
+from hpc_finetune.states import CANCELLED, LIVE, PENDING
 
 PROGRAM_FILE = "program.pkl"  # a held local job's node program (the local runner submits it later)
 BASE_MAX = 50  # room for "-prepare" / "-2" within a run name's 64 characters
@@ -147,13 +148,13 @@ def check_stages(profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, so
 def save_program(run_dir: Path, program: object) -> None:
     """Keep the job's node program beside it: the local runner submits a held job later, and a requeue of the run
     before it submits a cancelled stage again."""
-    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "jobs" / PROGRAM_FILE, "wb") as f:
+    (run_dir / layout.JOBS).mkdir(parents=True, exist_ok=True)
+    with open(run_dir / layout.JOBS / PROGRAM_FILE, "wb") as f:
         pickle.dump(program, f)
 
 
 def load_program(run_dir: Path) -> object:
-    with open(Path(run_dir) / "jobs" / PROGRAM_FILE, "rb") as f:
+    with open(Path(run_dir) / layout.JOBS / PROGRAM_FILE, "rb") as f:
         return pickle.load(f)
 
 
@@ -215,7 +216,7 @@ def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, op
     the stages. ``sweep``: the array's job id on Slurm; on the local profile any non-None value (e.g. "local")."""
     campaign = campaign_dir.name
     runs_root = campaign_dir.parent
-    select = sweep is not None and opts.follow == "best"
+    select = sweep is not None and opts.follow == "best" and bool(opts.then)
     chain = chain_of(opts.then, prepare=opts.prepare, select=select)
     queued: list[RunRecord] = []
     chains: list[tuple[str, list[RunRecord], Optional[RunRecord]]] = []  # (base name, jobs before, target run)
@@ -300,13 +301,15 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
                                 prepared=prepared)
         write_campaign(campaign_dir, profile, cfg, source, train, chain, created)
     except BaseException:
-        for rec in created:
+        if not created:  # nothing queued or recorded: leave nothing behind
+            shutil.rmtree(campaign_dir, ignore_errors=True)
+        for rec in created:  # recorded runs stay recorded, their jobs cancelled, saying why
             if rec.segments:
                 try:
                     get_scheduler(rec.scheduler).cancel(rec.job_id, Path(rec.run_dir))
                 except UserError:
                     pass
-            rec.state, rec.reason = "cancelled", "the chain could not be queued"
+            rec.state, rec.reason = CANCELLED, "the chain could not be queued"
             rec.save()
             registry.upsert(rec)
         raise
@@ -373,7 +376,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
 
         for r in later:
             if r.state not in LIVE:
-                r.state, r.reason = "pending", ""
+                r.state, r.reason = PENDING, ""
                 r.save()
                 registry.upsert(r)
         start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0, requeued=rec.run_id)
@@ -397,7 +400,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
         job_id = scheduler.submit(run_dir, script, program, time_seconds=r.time_seconds, max_requeues=0)
         write_atomic(run_dir / layout.JOB_SCRIPT, script)
         r.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
-        r.state, r.reason, r.dependency = "pending", "", dependency
+        r.state, r.reason, r.dependency = PENDING, "", dependency
         r.requeues += 1
         r.save()
         registry.upsert(r)
@@ -424,12 +427,12 @@ def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
         raise UserError(f"run {rec.run_id} is {rec.state}; only stage jobs that ended as "
                         f"{', '.join(sorted(REQUEUEABLE))} can be requeued", source="requeue")
     if rec.scheduler == "local":
-        rec.state, rec.reason = "pending", ""
+        rec.state, rec.reason = PENDING, ""
         rec.save()
         registry.upsert(rec)
         later = downstream(registry, rec)
         for r in later:
-            r.state, r.reason = "pending", ""
+            r.state, r.reason = PENDING, ""
             r.save()
             registry.upsert(r)
         from hpc_finetune.campaigns.localchain import start_runner
@@ -450,7 +453,7 @@ def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
                                                  time_seconds=rec.time_seconds, max_requeues=0)
     write_atomic(run_dir / layout.JOB_SCRIPT, script)
     rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
-    rec.state, rec.reason, rec.dependency = "pending", "", dependency
+    rec.state, rec.reason, rec.dependency = PENDING, "", dependency
     rec.requeues += 1
     rec.save()
     registry.upsert(rec)

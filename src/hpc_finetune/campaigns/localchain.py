@@ -18,7 +18,7 @@ from typing import Optional
 
 from hpc_finetune import layout
 from hpc_finetune.records import Registry, RunRecord, Segment, now
-from hpc_finetune.states import CANCELLED, COMPLETED, LIVE
+from hpc_finetune.states import CANCELLED, COMPLETED, LIVE, PENDING
 
 POLL_SECONDS = 1.0
 
@@ -60,7 +60,7 @@ def run_job(run_dir: Path) -> int:
         job_id = scheduler.submit(run_dir, (run_dir / layout.JOB_SCRIPT).read_text(), load_program(run_dir),
                                   time_seconds=rec.time_seconds, max_requeues=profile.max_requeues)
         rec.segments.append(Segment(job_id=job_id, started_by="runner", submitted=now()))
-        rec.state, rec.reason = "pending", ""
+        rec.state, rec.reason = PENDING, ""
         rec.save()
         registry.upsert(rec)
         print(f"{rec.run_id}: job {job_id}", flush=True)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-NOT_RUN = frozenset({"pending", "cancelled"})  # the states of a job that a broken dependency kept from running
+from hpc_finetune.states import CANCELLED, COMPLETED, LIVE, PENDING
+
+NOT_RUN = frozenset({PENDING, CANCELLED})  # the states of a job that a broken dependency kept from running
+FINE = LIVE | {COMPLETED}  # a job before it in one of these: nothing to say (yet)
 SKIPPED = "skipped"
 
 
@@ -47,7 +50,7 @@ def shown_states(jobs: Iterable[ChainJob]) -> dict[str, str]:
                 if dep_text.startswith(SKIPPED):
                     text = dep_text
                     break
-                if dep_text not in ("pending", "running", "requeued", "unknown", "completed"):
+                if dep_text not in FINE:
                     text = f"{SKIPPED}: {dep.kind} {dep_text}"
                     break
         shown[job.run_id] = text
