@@ -80,7 +80,10 @@ def skipped_in(registry, rows: list[dict]) -> dict[str, str]:
     jobs: list[ChainJob] = []
     for campaign in sorted({d["campaign"] for d in wanted}):
         # (sweeps' Registry.campaign_rows is the same query)
-        for r in registry._query("SELECT run_id, run_dir, kind, state FROM runs WHERE campaign = ?", (campaign,)):
+        rows_c = registry._query("SELECT run_id, run_dir, kind, state FROM runs WHERE campaign = ?", (campaign,))
+        if all(r["state"] in FINE for r in rows_c):
+            continue  # nothing in it failed: no record needs reading (a big sweep's status stays cheap)
+        for r in rows_c:
             after: tuple[str, ...] = ()
             if r["state"] in NOT_RUN:
                 try:
