@@ -81,3 +81,39 @@ def test_select_runs_however_the_members_ended_but_its_own_failure_skips_the_res
     assert shown_states(jobs)["s-merge"] == "pending"
     jobs[2] = ChainJob("s-select", "select", "failed", after=("s-0", "s-1"), after_any=True)
     assert shown_states(jobs)["s-merge"] == "skipped: select failed"
+
+
+def stage_script(profile_name: str, stage: str, tmp_path: Path, **flags) -> str:
+    from hpc_finetune.campaigns.chain import StageOptions, stage_config, stage_profile, with_dependency
+    from hpc_finetune.jobspec import resolve
+    from hpc_finetune.profile import find_profile
+    from hpc_finetune.render import job_script
+    from hpc_finetune.runconfig import load_run_config
+
+    (tmp_path / "model").mkdir(exist_ok=True)
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "run.yaml").write_text("name: r\nmodel: {path: model}\ndata: {train_file: d.jsonl}\n"
+                                       "launch: {strategy: fsdp}\n")
+    profile = find_profile(profile_name)
+    cfg = load_run_config(tmp_path / "run.yaml", [])
+    opts = StageOptions(then=("merge", "eval"), **flags)
+    spec = resolve(stage_profile(profile, stage, opts), stage_config(profile, cfg, stage, opts), tmp_path / "s")
+    return job_script(stage_profile(profile, stage, opts), with_dependency(spec, "afterok:41"))
+
+
+def test_stage_jobs_take_their_resources_from_the_profile_and_the_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("USER", "alice")  # the example profile's shared_root is /work/$USER
+    # a100-example: GPU partition `gpu`, 4 GPUs per node; stages: partition cpu, mem 200G, time 02:00:00
+    merge = stage_script("a100-example", "merge", tmp_path)
+    assert "#SBATCH --partition=cpu\n" in merge and "#SBATCH --mem=200G\n" in merge
+    assert "#SBATCH --time=02:00:00\n" in merge and "gres" not in merge and "#SBATCH --nodes=1\n" in merge
+    assert "#SBATCH --dependency=afterok:41\n#SBATCH --kill-on-invalid-dep=yes\n" in merge
+    evl = stage_script("a100-example", "eval", tmp_path)  # where the run ran, one GPU
+    assert "#SBATCH --partition=gpu\n" in evl and "#SBATCH --gres=gpu:a100:1\n" in evl
+    flagged = stage_script("a100-example", "merge", tmp_path, partition="bigmem", time="00:30:00", mem="500G",
+                           cpus=16)
+    assert "#SBATCH --partition=bigmem\n" in flagged and "#SBATCH --time=00:30:00\n" in flagged
+    assert "#SBATCH --mem=500G\n" in flagged and "#SBATCH --cpus-per-task=16\n" in flagged
+    # the dev cluster's profile has no stages section: the profile's partition and CPU-only request
+    dev = stage_script("devcluster", "prepare", tmp_path)
+    assert "#SBATCH --partition=debug\n" in dev and "#SBATCH --mem=1800M\n" in dev and "gpus" not in dev
