@@ -1,4 +1,4 @@
-"""The local runner (localrunner.py): chain order, skipping after a failure, bounded parallelism, cancel.
+"""The local runner (job/runner.py): chain order, skipping after a failure, bounded parallelism, cancel.
 
 Real processes (small shell commands), no mocks; no timed assertions: tasks block on release files the test writes,
 so what may run at once is decided by the runner alone."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_finetune.localrunner import Plan, Task, cancel, read_state, run_plan, start
+from hpc_finetune.job.runner import Plan, Task, cancel, read_state, run_plan, start
 
 
 def sh(script: str) -> list[str]:

@@ -4,7 +4,7 @@ On Slurm every stage job is submitted at once with ``--dependency=afterok:<the j
 ``select``) and ``--kill-on-invalid-dep=yes``, so slurmctld holds the chain and cancels its tail when a job fails
 (dev cluster, Slurm 22.05: the dependents end CANCELLED, Reason ``Dependency``, never started). On the local profile
 nothing would hold a dependency once the CLI exits: the records are written the same way, held (no job yet), and
-one detached local runner (localrunner.py) starts each job when the one before has completed (campaigns/localchain.py
+one detached local runner (job/runner.py) starts each job when the one before has completed (campaigns/localchain.py
 is the command it runs per job).
 
 A chain is a campaign (contract item 1): ``CAMPAIGN/campaign.json`` among the run directories (kind ``chain``), its

@@ -1,4 +1,4 @@
-"""A chain on the local profile: the local runner (localrunner.py) owns it, and runs this module once per job.
+"""A chain on the local profile: the local runner (job/runner.py) owns it, and runs this module once per job.
 
 ``python -m hpc_finetune.campaigns.localchain run RUN_DIR`` submits the run's held job (its rendered job.sh and the
 node program kept in ``jobs/program.pkl``) to the local scheduler, records the job like `submit` would (a segment,
@@ -27,7 +27,7 @@ def start_runner(campaign_dir: Path, records: list[RunRecord], *, max_parallel: 
                  requeued: Optional[str] = None) -> int:
     """Start the detached runner for these runs (each waits on the runs of its ``after`` among them)."""
     from hpc_finetune.campaigns.stages import STAGES
-    from hpc_finetune.localrunner import Plan, Task, start
+    from hpc_finetune.job.runner import Plan, Task, start
     from hpc_finetune.render import job_python
     from hpc_finetune.profile import load_profile_file
 

@@ -8,7 +8,7 @@ job and waits for it (exit status 0: the job completed). Standard library only.
 
 API (stable; the sweeps' local sweeps use it: members are tasks with no ``after``, ``max_parallel`` = --max-parallel)::
 
-    from hpc_finetune.localrunner import Plan, Task, cancel, read_state, run_plan, start
+    from hpc_finetune.job.runner import Plan, Task, cancel, read_state, run_plan, start
 
     Task(name, argv, after=(), needs="ok", label="", skip_argv=None, log=None)
         name       unique within the plan (e.g. a run id)
@@ -33,7 +33,7 @@ API (stable; the sweeps' local sweeps use it: members are tasks with no ``after`
 A task is skipped when needs="ok" and a task it waits on failed, was skipped or was cancelled; the reason names the
 first failure of the chain ("train failed"), so the whole tail of a failed chain says the same. Tasks start in plan
 order among those ready. A plan with an unknown name in ``after``, a duplicate name or a cycle is refused
-(ValueError) before anything starts. ``python -m hpc_finetune.localrunner FOLDER`` runs FOLDER/plan.json (what
+(ValueError) before anything starts. ``python -m hpc_finetune.job.runner FOLDER`` runs FOLDER/plan.json (what
 ``start`` launches).
 """
 
@@ -249,7 +249,7 @@ def start(plan: Plan, folder: Path, python: Optional[str] = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(folder / "plan.json", json.loads(plan.to_json()))
     with open(folder / "runner.log", "ab") as log:
-        proc = subprocess.Popen([python or sys.executable, "-m", "hpc_finetune.localrunner", str(folder)],
+        proc = subprocess.Popen([python or sys.executable, "-m", "hpc_finetune.job.runner", str(folder)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (folder / "runner.pid").write_text(f"{proc.pid}\n")
     return proc.pid
@@ -262,7 +262,7 @@ def _runner_alive(folder: Path) -> Optional[int]:
         return None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = b"hpc_finetune.localrunner" in f.read()
+            alive = b"hpc_finetune.job.runner" in f.read()
     except OSError:
         return None
     return pid if alive else None
@@ -282,7 +282,7 @@ def cancel(folder: Path) -> bool:
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m hpc_finetune.localrunner FOLDER (runs FOLDER/plan.json)", file=sys.stderr)
+        print("usage: python -m hpc_finetune.job.runner FOLDER (runs FOLDER/plan.json)", file=sys.stderr)
         return 2
     folder = Path(args[0])
     plan = Plan.from_json((folder / "plan.json").read_text())
