@@ -11,7 +11,7 @@ A chain is a campaign (contract item 1): ``CAMPAIGN/campaign.json`` among the ru
 jobs are runs ``CAMPAIGN-<stage>`` whose records name the campaign, their stage (``kind``), the run ids they wait on
 (``after``) and the exact ``--dependency`` value.
 
-API (submit calls it; sweeps' `sweep` calls ``options_from_args``, ``check_stages`` and ``queue_stages``)::
+API (submit calls it; sweeps' `sweep` calls ``options_from_args`` and ``sweep_with_stages``)::
 
     options_from_args(args) -> Optional[StageOptions]   the --prepare/--then/--follow/--stage-* flags (cli/args.py)
     check_stages(profile, cfg, opts, source)            resolve every stage job against the profile; one error line
@@ -20,6 +20,7 @@ API (submit calls it; sweeps' `sweep` calls ``options_from_args``, ``check_stage
         queue the stages after already-queued training run(s) ``follows``: one chain after a plain run; after a
         sweep (``sweep`` = the array's job id) a select job (afterany) then one chain, or one chain per member
         (opts.follow == "every")
+    sweep_with_stages(req, registry, opts)              `sweep` with stages: submit_sweep's hooks + queue_stages
     rewire_after_requeue(registry, rec)                 a run requeued as a new job: its stages wait on that job
 """
 
@@ -314,6 +315,44 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
             registry.upsert(rec)
         raise
     return campaign_dir, created
+
+
+def sweep_with_stages(req, registry: Registry, opts: StageOptions) -> tuple[object, list[RunRecord], list[RunRecord]]:
+    """`sweep ... --prepare/--then/--follow`: the sweeps' ``campaigns.sweep.submit_sweep`` with the stages around it
+    (its ``before_submit`` hook queues the prepare job and makes the array wait on it; on the local profile the
+    members stay held for the one runner ``queue_stages`` starts). Returns (campaign, members, stage jobs).
+    UNVERIFIED in the stages branch (campaigns/sweep.py is the sweeps branch's): written against its hooks."""
+    from hpc_finetune.campaigns.sweep import submit_sweep
+    from hpc_finetune.runs import RunRequest, load_request
+
+    profile, cfg = load_request(RunRequest(config=req.config, sets=list(req.sets), cluster=req.cluster,
+                                           nodes=getattr(req, "nodes", None), gpus=getattr(req, "gpus", None),
+                                           time=getattr(req, "time", None),
+                                           partition=getattr(req, "partition", None)))
+    source = str(req.config)
+    check_stages(profile, cfg, opts, source, sweep=True)
+    local = profile.scheduler == "local"
+    chain = chain_of(opts.then, prepare=opts.prepare, select=opts.follow == "best")
+    held: dict[str, RunRecord] = {}
+
+    def before_submit(campaign_dir: Path, members: list[RunRecord]) -> list[tuple[str, Optional[str]]]:
+        if not opts.prepare:
+            return []
+        prep = queue_stage(registry, profile, cfg, opts, "prepare", runs_root=campaign_dir.parent,
+                           base=campaign_dir.name[:BASE_MAX], campaign=campaign_dir.name, campaign_dir=campaign_dir,
+                           chain=chain, after=[], target=None, source=source)
+        held["prepare"] = prep
+        dependency = "" if local else dependency_value("train", [prep.job_id])
+        for rec in members:
+            rec.after, rec.dependency = [prep.run_id], dependency
+            rec.save()
+        return dependency_options(dependency)
+
+    campaign, members = submit_sweep(req, registry, before_submit=before_submit, start_local_runner=False)
+    stages = queue_stages(registry, profile, cfg, opts, Path(campaign.campaign_dir), members, source=source,
+                          sweep=campaign.array_job_id or "local", prepared=held.get("prepare"),
+                          max_parallel=getattr(req, "max_parallel", None) or 0)
+    return campaign, members, ([held["prepare"]] if "prepare" in held else []) + stages
 
 
 def print_chain(campaign_dir: Path, records: list[RunRecord]) -> None:
