@@ -50,7 +50,7 @@ def test_best_by_final_train_loss_when_not_every_member_has_an_eval_loss(tmp_pat
     sel = json.loads((cdir / "selection.json").read_text())
     assert (sel["run_id"], sel["metric"], sel["value"]) == ("sw-b", "train_loss", 1.5)
     assert sel["run_dir"] == str(tmp_path / "sw-b") and sel["output_dir"] == str(tmp_path / "sw-b" / "output")
-    assert "select: sw-b by train_loss 1.5" in proc.stdout and "sw-c: no final model" in proc.stdout
+    assert "select: sw-b by train_loss 1.5000" in proc.stdout and "sw-c: no final model" in proc.stdout
 
 
 def test_best_by_eval_loss_when_every_candidate_has_one(tmp_path):

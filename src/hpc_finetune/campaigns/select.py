@@ -64,8 +64,9 @@ def select(campaign_dir: Path) -> tuple[Optional[dict], list[str]]:
                  "metric": metric, "value": value, "lower_is_better": True,
                  "candidates": {rid: {"metric": m, "value": v} for rid, (m, v) in values.items()}}
     for rid, (m, v) in values.items():
-        lines.append(f"  {rid}: {m} {v}" + ("   <- best" if rid == chosen.run_id else ""))
-    lines.append(f"select: {chosen.run_id} by {metric} {value} (lower is better; "
+        lines.append(f"  {rid}: {m} {v:.4f}" if v is not None else f"  {rid}: {m} -")
+        lines[-1] += "   <- best" if rid == chosen.run_id else ""
+    lines.append(f"select: {chosen.run_id} by {metric} {value:.4f} (lower is better; "
                  f"{'eval loss: every candidate has one' if metric == 'eval_loss' else 'final train loss: not every candidate has an eval loss'})")
     return selection, lines
 
