@@ -69,6 +69,13 @@ def test_at_most_max_parallel_tasks_run_at_once(tmp_path):
                  for n in names], max_parallel=2)
     folder = tmp_path / "runner"
     start(plan, folder)
+    try:
+        check_bounded(tmp_path, folder, ev, names)
+    finally:
+        cancel(folder)  # a failed assertion must not leave the runner waiting on release files forever
+
+
+def check_bounded(tmp_path: Path, folder: Path, ev: Path, names: list[str]) -> None:
     wait_for(lambda: len(events(ev)) == 2, what="two members started")
     time.sleep(1.0)  # give the runner every chance to (wrongly) start a third
     state = read_state(folder)
@@ -90,7 +97,11 @@ def test_cancel_stops_the_running_task_and_cancels_the_rest(tmp_path):
                  Task("merge", sh(f"echo merge >> {ev}"), after=["train"])])
     folder = tmp_path / "runner"
     start(plan, folder)
-    wait_for(lambda: events(ev) == ["started"], what="train started")
+    try:
+        wait_for(lambda: events(ev) == ["started"], what="train started")
+    except AssertionError:
+        cancel(folder)
+        raise
     assert cancel(folder)
     state = wait_for(lambda: (s := read_state(folder)) and all(v["state"] == "cancelled" for v in s.values()) and s,
                      what="everything cancelled")
