@@ -94,6 +94,23 @@ def test_local_requeue_of_the_failed_training_runs_its_skipped_stages_after_it(d
     assert (runs / "demo" / "runner-2" / "state.json").is_file()  # a runner of its own for the re-wired chain
 
 
+@pytest.mark.train
+def test_cancelling_a_held_local_stage_keeps_the_runner_from_starting_it(demo, home):
+    cli("submit", str(demo / "run.yaml"), "--then", "merge,eval", "--set", "training.max_steps=20", check=True)
+    out = cli("cancel", "demo-merge", check=True).stdout
+    assert "cancelled run demo-merge before its job started" in out
+    runs = home / "hpc-finetune" / "runs"
+    state_file = runs / "demo" / "runner" / "state.json"
+    wait_for("the runner to end", lambda: state_file.exists() and all(
+        v["state"] in ("completed", "failed", "skipped") for v in json.loads(state_file.read_text()).values()),
+        timeout=600)
+    rows = status_rows("demo-train", "demo-merge", "demo-eval")
+    assert rows["demo-train"]["state"] == "completed"
+    assert rows["demo-merge"]["state"] == "cancelled" and not rows["demo-merge"]["job_id"]  # never had a job
+    assert rows["demo-eval"]["state"] == "skipped: merge cancelled"
+    assert not (runs / "demo-train" / "output" / "merged").exists()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--then", "merge,evl"], "hpc-finetune submit: error: --then: unknown stage 'evl'; choose from merge, eval, "
                               "report"),

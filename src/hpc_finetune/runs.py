@@ -310,9 +310,15 @@ def cancel_run(run: str, *, registry: Optional[Registry] = None) -> RunRecord:
     from hpc_finetune.scheduler import get_scheduler
     from hpc_finetune.tracking import current
 
-    rec = current(registry or Registry(), run)
+    registry = registry or Registry()
+    rec = current(registry, run)
     if rec.state not in LIVE:
         raise UserError(f"run {rec.run_id} is already {rec.state}; nothing to cancel", source="cancel")
+    if not rec.segments:  # a held job of a local chain (no job yet): the local runner will not start it
+        rec.state, rec.reason = State.CANCELLED, "cancelled by user"
+        rec.save()
+        registry.upsert(rec)
+        return rec
     get_scheduler(rec.scheduler).cancel(rec.job_id, rec.path.parent)
     rec.reason = "cancelled by user"
     rec.save()

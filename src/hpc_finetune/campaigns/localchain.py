@@ -55,6 +55,9 @@ def run_job(run_dir: Path) -> int:
     registry = Registry()
     rec = RunRecord.load(run_dir)
     scheduler = LocalScheduler()
+    if not rec.segments and rec.state == CANCELLED:  # `cancel` while it was held: not started, the rest skipped
+        print(f"{rec.run_id}: cancelled before it started", flush=True)
+        return 1
     if not (rec.segments and rec.state in LIVE):
         profile = load_profile_file(run_dir / layout.PROFILE_YAML)
         job_id = scheduler.submit(run_dir, (run_dir / layout.JOB_SCRIPT).read_text(), load_program(run_dir),
