@@ -111,12 +111,40 @@ def test_cancelling_a_held_local_stage_keeps_the_runner_from_starting_it(demo, h
     assert not (runs / "demo-train" / "output" / "merged").exists()
 
 
+@pytest.mark.train
+def test_a_failed_stage_skips_the_next_and_can_be_requeued_itself_once_fixed(demo, home):
+    # a prompts file whose second line is broken: only the eval job reads it all, on the node
+    prompts = demo / "prompts.jsonl"
+    good = prompts.read_text()
+    prompts.write_text(good.splitlines()[0] + "\n{not json\n")
+    proc = cli("submit", str(demo / "run.yaml"), "--then", "eval,report", "--set", "training.max_steps=2", "--wait")
+    assert proc.returncode == 1
+    rows = status_rows("demo-train", "demo-eval", "demo-report")
+    assert [rows[r]["state"] for r in ("demo-train", "demo-eval", "demo-report")] == \
+        ["completed", "failed", "skipped: eval failed"]
+    assert "line 2 is not JSON" in cli("logs", "demo-eval", check=True).stdout
+    prompts.write_text(good)  # fixed: the stage alone runs again, and the one after it
+    out = cli("requeue", "demo-eval", check=True).stdout
+    assert "eval stage demo-eval: queued again" in out
+    runs = home / "hpc-finetune" / "runs"
+    state_file = runs / "demo" / "runner-2" / "state.json"  # a runner of its own for eval and report
+    wait_for("the requeued stages to end", lambda: state_file.exists() and all(
+        v["state"] in ("completed", "failed", "skipped") for v in json.loads(state_file.read_text()).values()),
+        timeout=600)
+    assert {k: v["state"] for k, v in json.loads(state_file.read_text()).items()} == \
+        {"demo-eval": "completed", "demo-report": "completed"}
+    assert len(json.loads((runs / "demo-eval" / "record.json").read_text())["segments"]) == 2
+    assert (runs / "demo-train" / "eval" / "samples.jsonl").is_file()
+    assert (runs / "demo-train" / "report" / "report.md").is_file()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--then", "merge,evl"], "hpc-finetune submit: error: --then: unknown stage 'evl'; choose from merge, eval, "
                               "report"),
     (["--stage-time", "00:10:00"], "--stage-time: only with --prepare or --then"),
     (["--then", "merge", "--stage-time", "8-00:00:00"], "the merge stage"),
     (["--then", "eval", "--stage-mem", "lots"], "--stage-mem: 'lots': memory like 64G"),
+    (["--then", "merge", "--set", "method=full"], "method: --then merge: method full trains the whole model"),
 ])
 def test_bad_stage_flags_are_one_line_and_nothing_is_created(demo, home, args, message):
     proc = cli("submit", str(demo / "run.yaml"), *args)

@@ -135,6 +135,9 @@ def check_stages(profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, so
     """Resolve every stage job of the chain against the profile now (limits, partition, time): one clear error
     before anything is queued. Returns the chain's stage names, in order."""
     names = chain_of(opts.then, prepare=opts.prepare, select=sweep and opts.follow == "best")
+    if "merge" in names and not cfg.uses_lora:
+        raise UserError(f"--then merge: method {cfg.method} trains the whole model, so there is no adapter to merge "
+                        "(leave merge out)", source=source, field="method")
     for stage in names:
         if stage == "train":
             continue

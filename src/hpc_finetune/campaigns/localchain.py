@@ -3,7 +3,8 @@
 ``python -m hpc_finetune.campaigns.localchain run RUN_DIR`` submits the run's held job (its rendered job.sh and the
 node program kept in ``jobs/program.pkl``) to the local scheduler, records the job like `submit` would (a segment,
 the index), waits for it to end and exits 0 only if it completed: the runner then starts the jobs after it.
-A run that already has a live job (a requeued one) is only waited for. ``... skip RUN_DIR REASON`` records a job
+A run whose last job is still live (a run `requeue` gave a new job) is only waited for; one whose last job
+ended (a stage requeued by hand) gets a new job. ``... skip RUN_DIR REASON`` records a job
 the runner skipped because one before it did not complete (``cancelled``, never started; `status` says
 "skipped: train failed"). SIGTERM (the runner's cancel) cancels the job.
 """
@@ -58,7 +59,7 @@ def run_job(run_dir: Path) -> int:
     if not rec.segments and rec.state == CANCELLED:  # `cancel` while it was held: not started, the rest skipped
         print(f"{rec.run_id}: cancelled before it started", flush=True)
         return 1
-    if not (rec.segments and rec.state in LIVE):
+    if not (rec.segments and rec.segments[-1].state in LIVE):  # else: a job already queued (a requeued run's)
         profile = load_profile_file(run_dir / layout.PROFILE_YAML)
         job_id = scheduler.submit(run_dir, (run_dir / layout.JOB_SCRIPT).read_text(), load_program(run_dir),
                                   time_seconds=rec.time_seconds, max_requeues=profile.max_requeues)
