@@ -120,3 +120,26 @@ def test_failed_training_skips_its_stages_and_requeue_rewires_them(home, devclus
     assert merge_rec["dependency"] == f"afterok:{new_train}"
     eval_rec = json.loads((Path(rows_of(evl)[evl]["run_dir"]) / "record.json").read_text())
     assert eval_rec["dependency"] == f"afterok:{merge_rec['segments'][-1]['job_id']}"
+
+
+def test_a_failed_stage_is_requeued_alone_once_fixed_and_the_next_waits_on_it(home, devcluster, demo):
+    prompts = demo / "prompts.jsonl"
+    good = prompts.read_text()
+    prompts.write_text(good.splitlines()[0] + "\n{not json\n")  # only the eval job reads the whole file
+    out = cli("submit", "--cluster", "devcluster", "--gpus", "0", str(demo / "run.yaml"), "--then", "eval,report",
+              "--set", "training.max_steps=2", "--set", "logging.wandb=disabled", "--wait", timeout=900).stdout
+    c = re.search(r"campaign (\S+): train -> eval -> report", out).group(1)
+    train, evl, report = f"{c}-train", f"{c}-eval", f"{c}-report"
+    rows = rows_of(train, evl, report)
+    assert [rows[r]["state"] for r in (train, evl, report)] == ["completed", "failed", "skipped: eval failed"]
+    first_report_job = rows[report]["job_id"]
+    prompts.write_text(good)
+    out = cli("requeue", evl, check=True).stdout
+    new_eval = re.search(rf"eval stage {evl}: new job (\d+)", out).group(1)  # waits on nothing: train completed
+    assert f"stage {report} (report): new job" in out and f"waits on afterok:{new_eval}" in out, out
+    wait_for("the requeued eval and its report", lambda: all(
+        d["state"] == "completed" for d in rows_of(evl, report).values()), timeout=600, every=2)
+    rec = json.loads((Path(rows_of(report)[report]["run_dir"]) / "record.json").read_text())
+    assert rec["segments"][0]["job_id"] == first_report_job and rec["dependency"] == f"afterok:{new_eval}"
+    acct = sacct([new_eval, rec["segments"][-1]["job_id"]])
+    assert when(acct[rec["segments"][-1]["job_id"]]["start"]) >= when(acct[new_eval]["end"])
