@@ -421,7 +421,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
                 r.state, r.reason = PENDING, ""
                 r.save()
                 registry.upsert(r)
-        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0, requeued=rec.run_id)
+        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
         return [f"  stage {r.run_id} ({r.kind}) will run after it again" for r in later]
     scheduler = get_scheduler(rec.scheduler)
     for r in later:

@@ -24,8 +24,7 @@ from hpc_finetune.states import CANCELLED, COMPLETED, LIVE, PENDING
 POLL_SECONDS = 1.0
 
 
-def start_runner(campaign_dir: Path, records: list[RunRecord], *, max_parallel: int = 0,
-                 requeued: Optional[str] = None) -> int:
+def start_runner(campaign_dir: Path, records: list[RunRecord], *, max_parallel: int = 0) -> int:
     """Start the detached runner for these runs (each waits on the runs of its ``after`` among them)."""
     from hpc_finetune.campaigns.stages import STAGES
     from hpc_finetune.job.runner import Plan, Task, start
