@@ -244,3 +244,31 @@ def test_user_callbacks_run_and_bad_ones_fail_before_the_model_loads(home, demo_
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "training.callbacks[0]" in proc.stderr and message in proc.stderr, proc.stderr
         assert not (tmp_path / "o" / "progress.jsonl").exists()
+
+
+def test_seed_is_out_of_the_cache_key_unless_the_eval_split_depends_on_it(home, demo_dir, tmp_path):
+    """A sweep over seeds tokenizes once: `prepare` (the stage's own program, in a process of its own) builds the
+    cache and training runs with other seeds find it as a hit; only an eval split drawn from the training data
+    (eval_fraction without eval_file) keys on the seed, since each seed holds out other rows."""
+    from hpc_finetune.train import data as data_mod
+    from hpc_finetune.train.core import train
+    from hpc_finetune.train.model import load_tokenizer
+
+    cfg = config(demo_dir, tmp_path, "training.seed=1")
+    tok = load_tokenizer(cfg)
+    assert data_mod.fingerprint(cfg, tok) == data_mod.fingerprint(config(demo_dir, tmp_path, "training.seed=7"), tok)
+    split = config(demo_dir, tmp_path, "data.eval_file=null", "data.eval_fraction=0.1", "training.seed=1")
+    split7 = config(demo_dir, tmp_path, "data.eval_file=null", "data.eval_fraction=0.1", "training.seed=7")
+    assert data_mod.fingerprint(split, tok) != data_mod.fingerprint(split7, tok)
+
+    run_yaml = tmp_path / "run.yaml"
+    import yaml
+
+    from hpc_finetune.schema import to_dict
+    run_yaml.write_text(yaml.safe_dump(to_dict(cfg)))
+    proc = subprocess.run([PY, "-m", "hpc_finetune.train.prepare_data", str(run_yaml)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "tokenized cache miss" in proc.stdout and data_mod.fingerprint(cfg, tok) in proc.stdout
+    summary = train(config(demo_dir, tmp_path, "training.seed=7", "training.max_steps=2"))
+    assert summary["tokenized_cache"] == "hit"

@@ -67,6 +67,24 @@ class Caches:
 
 
 @dataclass
+class StageResources:
+    partition: Optional[str] = opt(None, "Partition of the CPU-only stage jobs (prepare, select, merge, report), e.g. "
+                                         "cpu; default: the profile's partition. eval runs where the run ran.")
+    cpus: Optional[int] = opt(None, "CPU cores of a CPU-only stage job; default: cpus_per_node_cpu_only.")
+    mem: Optional[str] = opt(None, "Memory of a CPU-only stage job, e.g. 64G (merge holds the whole base model "
+                                   "unquantized: about 2 bytes per parameter in bf16); default: mem_per_node_cpu_only.")
+    time: Optional[str] = opt(None, "Time limit of a stage job; default: default_time.")
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.cpus is not None and self.cpus < 1:
+            raise UserError("must be positive", source=source, field=f"{prefix}.cpus")
+        if self.mem is not None and not memsize.is_valid(self.mem):
+            raise UserError(memsize.HINT, source=source, field=f"{prefix}.mem")
+        if self.time is not None:
+            parse_time(self.time, source=source, field=f"{prefix}.time")
+
+
+@dataclass
 class ClusterProfile:
     name: str = opt("", "Profile name (defaults to the file name).")
     description: str = opt("", "One line about the site.")
@@ -103,6 +121,8 @@ class ClusterProfile:
     mail_type: Optional[str] = opt(None, "When Slurm mails (--mail-type), e.g. END,FAIL or ALL.")
     extra_sbatch: list[str] = opt([], "Extra sbatch options, one per item, e.g. --exclusive.")
     extra_env: dict[str, str] = opt({}, "Extra environment variables for the job (never secrets).")
+    stages: StageResources = opt(StageResources, "Resources of the stage jobs that `--prepare`/`--then` chain to "
+                                                 "a run (prepare, select, merge, eval, report).")
 
     path: Optional[str] = opt(None, "Set by the loader: the file this profile came from.")
 

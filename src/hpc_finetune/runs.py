@@ -213,9 +213,11 @@ def _terminate_as_exception():
             raise SystemExit(128 + pending)
 
 
-def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[Path], NewRun]) -> RunRecord:
+def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[Path], NewRun], *,
+               hold: bool = False) -> RunRecord:
     """Claim ``runs_root/name[-N]``, let ``build`` render the run for it, write, submit, record; roll back on any
-    failure. Returns the record, in the index, with its first segment."""
+    failure. Returns the record, in the index, with its first segment. ``hold``: write and record it without a job
+    (a local chain's job, which the local runner submits when the job before it has completed)."""
     from hpc_finetune.scheduler import get_scheduler
 
     with _terminate_as_exception():
@@ -230,6 +232,9 @@ def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[
                 write_atomic(run_dir / fname, text)
             rec = new.record
             rec.save()
+            if hold:
+                registry.upsert(rec)
+                return rec
             _TERM["deferred"] = True  # the scheduler may accept the job, which must then be recorded whole
             job_id = get_scheduler(rec.scheduler).submit(run_dir, new.script, new.program,
                                                           time_seconds=rec.time_seconds,
@@ -305,9 +310,15 @@ def cancel_run(run: str, *, registry: Optional[Registry] = None) -> RunRecord:
     from hpc_finetune.scheduler import get_scheduler
     from hpc_finetune.tracking import current
 
-    rec = current(registry or Registry(), run)
+    registry = registry or Registry()
+    rec = current(registry, run)
     if rec.state not in LIVE:
         raise UserError(f"run {rec.run_id} is already {rec.state}; nothing to cancel", source="cancel")
+    if not rec.segments:  # a held job of a local chain (no job yet): the local runner will not start it
+        rec.state, rec.reason = State.CANCELLED, "cancelled by user"
+        rec.save()
+        registry.upsert(rec)
+        return rec
     get_scheduler(rec.scheduler).cancel(rec.job_id, rec.path.parent)
     rec.reason = "cancelled by user"
     rec.save()

@@ -71,6 +71,11 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
         if d["run_id"] in unreadable:
             d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
+    from hpc_finetune.campaigns.skipping import skipped_in
+
+    skipped = skipped_in(registry, out)  # chain jobs that a failure before them kept from running
+    for d in out:
+        d["state"] = skipped.get(d["run_id"], d["state"])
     if run is None:  # a campaign's runs fold into one row (counts and best from the index alone)
         from hpc_finetune.campaigns.status import fold, parsed_row
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hpc_finetune.campaigns.store import Campaign
 from hpc_finetune.errors import UserError
 from hpc_finetune.records import Registry, RunRecord, Segment, now
-from hpc_finetune.states import LIVE, REQUEUEABLE
+from hpc_finetune.states import CANCELLED, LIVE, PENDING, REQUEUEABLE
 
 
 def cancel_campaign(registry: Registry, campaign: Campaign, records: list[RunRecord]) -> list[str]:
@@ -17,8 +17,18 @@ def cancel_campaign(registry: Registry, campaign: Campaign, records: list[RunRec
     from hpc_finetune.campaigns.arrays import array_of, is_task
     from hpc_finetune.scheduler import get_scheduler
 
+    runners = 0
+    if campaign.scheduler == "local":  # the detached runner(s) holding its not-yet-started jobs go first
+        from hpc_finetune.job.runner import cancel as cancel_runner
+
+        runners = sum(bool(cancel_runner(folder)) for folder in sorted(Path(campaign.campaign_dir).glob("runner*")))
+    held = [r for r in records if r.state in LIVE and not r.segments]  # never started: nothing to scancel
+    for rec in held:
+        rec.state, rec.reason = CANCELLED, "cancelled by user"
+        rec.save()
+        registry.upsert(rec)
     live = [r for r in records if r.state in LIVE and r.job_id]
-    if not live:
+    if not live and not held and not runners:
         raise UserError(f"campaign {campaign.campaign_id} has no live job; nothing to cancel", source="cancel")
     scheduler = get_scheduler(campaign.scheduler)
     ids = list(dict.fromkeys(array_of(r.job_id) if is_task(r.job_id) else r.job_id for r in live))
@@ -54,7 +64,7 @@ def requeue_campaign(registry: Registry, campaign: Campaign, records: list[RunRe
     submitted = now()
     for rec in again:
         rec.segments.append(Segment(job_id=f"{array_id}_{rec.member}", started_by="requeue", submitted=submitted))
-        rec.state, rec.reason = "pending", ""
+        rec.state, rec.reason = PENDING, ""
         rec.requeues += 1
         rec.save()
         registry.upsert(rec)
@@ -69,7 +79,8 @@ def cancel_named(registry: Registry, name: str) -> str:
     campaign, records = open_campaign(registry, name)
     refresh(registry, records)
     ids = cancel_campaign(registry, campaign, records)
-    return f"cancelled campaign {campaign.campaign_id}: job(s) {', '.join(ids)}"
+    return f"cancelled campaign {campaign.campaign_id}: " + (f"job(s) {', '.join(ids)}" if ids else
+                                                               "nothing had started; no job will start")
 
 
 def requeue_named(registry: Registry, name: str) -> str:
@@ -79,6 +90,40 @@ def requeue_named(registry: Registry, name: str) -> str:
 
     campaign, records = open_campaign(registry, name)
     refresh(registry, records)
+    if campaign.kind == "chain":
+        return "\n".join(requeue_chain(registry, campaign, records))
     array_id, again = requeue_campaign(registry, campaign, records)
     return (f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
             + ", ".join(f"{r.run_id} ({r.job_id})" for r in again))
+
+
+def chain_root(records: list[RunRecord]) -> RunRecord | None:
+    """The job of a chain that broke it: the first (oldest) one that ended without completing and is not shown as
+    skipped (the jobs after it only never ran because of it)."""
+    from hpc_finetune.campaigns.skipping import ChainJob, is_skipped, shown_states
+    from hpc_finetune.campaigns.stages import STAGES
+
+    jobs = [ChainJob(r.run_id, r.kind, str(r.state), tuple(r.after),
+                     after_any=STAGES[r.kind].after_any if r.kind in STAGES else False) for r in records]
+    shown = shown_states(jobs)
+    broken = [r for r in records if r.state in REQUEUEABLE and not is_skipped(shown.get(r.run_id, ""))]
+    return min(broken, key=lambda r: r.created) if broken else None
+
+
+def requeue_chain(registry: Registry, campaign: Campaign, records: list[RunRecord]) -> list[str]:
+    """`requeue CHAIN`: the job that broke the chain again (the training: a new job in its run directory, resuming
+    from its checkpoint; a stage: `requeue_stage`), and every job after it re-wired to wait on it. Lines to print."""
+    from hpc_finetune.campaigns.chain import requeue_stage, rewire_after_requeue
+    from hpc_finetune.runs import requeue_run
+
+    root = chain_root(records)
+    if root is None:
+        raise UserError(f"no job of chain {campaign.campaign_id} ended without completing; nothing to requeue "
+                        "(a running one: `hpc-finetune requeue RUN`)", source="requeue")
+    if root.kind != "train":
+        return requeue_stage(registry, root)
+    done = requeue_run(root.run_id, registry=registry)
+    rec = done.record
+    lines = [f"run {rec.run_id}: new job {done.job_id} in the same run directory (jobs so far: "
+             f"{', '.join(s.job_id for s in rec.segments)})"]
+    return lines + rewire_after_requeue(registry, rec)

@@ -21,5 +21,6 @@ def run(args: argparse.Namespace) -> int:
     from hpc_finetune.runs import cancel_run
 
     rec = cancel_run(args.run)
-    print(f"cancelled job {rec.job_id} of run {rec.run_id}")
+    print(f"cancelled job {rec.job_id} of run {rec.run_id}" if rec.job_id else
+          f"cancelled run {rec.run_id} before its job started (the local runner will not start it)")
     return 0

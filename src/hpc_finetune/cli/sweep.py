@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_finetune.cli.args import add_grid_arguments, add_run_arguments
+from hpc_finetune.cli.args import add_grid_arguments, add_run_arguments, add_stage_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the member table (stderr) and the array script "
                                                           "(stdout); submit nothing")
     p.add_argument("--no-check", action="store_true", help="skip the pre-flight `check`")
+    add_stage_arguments(p, sweep=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,14 @@ def run(args: argparse.Namespace) -> int:
         print(dry_run_note(plan), file=sys.stderr)
         sys.stdout.write(plan.script)
         return 0
-    campaign, records = submit_sweep(req, registry)
+    from hpc_finetune.campaigns.chain import options_from_args, sweep_with_stages
+
+    stages = options_from_args(args)
+    stage_jobs = []
+    if stages is not None:
+        campaign, records, stage_jobs = sweep_with_stages(req, registry, stages)
+    else:
+        campaign, records = submit_sweep(req, registry)
     first = records[0]
     how = f"as job array {campaign.array_job_id}" if campaign.array_job_id else "for the local runner"
     print(f"submitted campaign {campaign.campaign_id}: {len(records)} member(s) {how} "
@@ -41,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for r in stage_jobs:
+        print(f"  {r.kind:8s} {r.run_id}  " + (f"job {r.job_id}" if r.job_id else "held")
+              + (f"  {r.dependency}" if r.dependency else "") + (f"  after {', '.join(r.after)}" if r.after and not r.dependency else ""))
     print(f"  campaign folder: {campaign.campaign_dir}")
     print(f"  follow it:       hpc-finetune status {campaign.campaign_id}   |   "
           f"hpc-finetune compare {campaign.campaign_id}")

@@ -74,3 +74,26 @@ def wait_and_print(registry: Registry, rec: RunRecord) -> int:
         print(f"run {rec.run_id} ended {rec.state}; see `hpc-finetune logs {rec.run_id}`", file=sys.stderr)
         return 1
     return 0
+
+
+def wait_chain_and_print(registry: Registry, records: list[RunRecord]) -> int:
+    """Wait until every job of a chain has ended (or was skipped); print their status; 0 only if all completed."""
+    import time
+    from pathlib import Path
+
+    from hpc_finetune.runstatus import status_rows, succeeded
+    from hpc_finetune.states import LIVE
+    from hpc_finetune.tracking import refresh
+
+    while True:
+        records = [RunRecord.load(Path(r.run_dir)) for r in records]  # a local chain's runner writes them
+        refresh(registry, records)
+        if all(r.state not in LIVE for r in records):
+            break
+        time.sleep(2)
+    print(table([row for r in records for row in status_rows(registry, r.run_id)]))
+    bad = [r.run_id for r in records if not succeeded(r)]
+    if bad:
+        print(f"not completed: {', '.join(bad)}; see `hpc-finetune logs RUN`", file=sys.stderr)
+        return 1
+    return 0

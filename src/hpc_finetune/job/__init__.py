@@ -1,6 +1,7 @@
 """Compute-side code: what runs inside a job on the compute nodes, beside the training core (``train/``).
 
 ``launch`` (the node program submitit calls on every node), ``segments`` (how a job segment ended; the requeue and
-retry policy), ``checkpoints`` (which checkpoints are complete). Login-light: standard library only, no training
+retry policy), ``checkpoints`` (which checkpoints are complete), ``runner`` (the local runner: the process that
+owns a chain of local jobs where no scheduler holds dependencies). Login-light: standard library only, no training
 library, no registry, no CLI, no pre-flight checks (tests/test_layering.py).
 """

@@ -122,6 +122,14 @@ def _file_identity(path: Optional[str]) -> Any:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def split_seed(cfg: RunConfig) -> Optional[int]:
+    """The seed the cached data depend on: only the eval split drawn from the training data (``eval_fraction`` with
+    no ``eval_file``) uses it; tokenizing and packing do not. So runs that differ only in ``training.seed`` (a sweep's
+    ``--seeds``) share one tokenized cache, except where each seed holds out different rows."""
+    d = cfg.data
+    return cfg.training.seed if d.eval_fraction > 0 and not d.eval_file else None
+
+
 def fingerprint(cfg: RunConfig, tokenizer: Any) -> str:
     tok_dir = Path(cfg.model.tokenizer_path or cfg.model.path)
     tok_files = sorted(f.name for f in tok_dir.glob("*token*")) if tok_dir.is_dir() else []
@@ -135,7 +143,7 @@ def fingerprint(cfg: RunConfig, tokenizer: Any) -> str:
         "splits": d.splits, "format": d.format, "text_field": d.text_field, "messages_field": d.messages_field,
         "eval_fraction": d.eval_fraction, "completion_only": d.completion_only_loss,
         "append_concat_token": d.append_concat_token, "add_special_tokens": d.add_special_tokens,
-        "max_samples": d.max_samples, "seed": cfg.training.seed,
+        "max_samples": d.max_samples, "seed": split_seed(cfg),
         "tokenizer": tok_hash.hexdigest(), "vocab": len(tokenizer), "template": tokenizer.chat_template,
         "chat_format": cfg.model.chat_template_format, "max_length": cfg.training.max_length,
         "packing": packing.layout(cfg),
@@ -223,7 +231,7 @@ def _build(cfg: RunConfig, tokenizer: Any, folder: Path) -> None:
         validate_columns(eval_raw, d, d.eval_file or f"{d.dataset_name} (eval)")
     if d.max_samples:
         train_raw = train_raw.select(range(min(d.max_samples, len(train_raw))))
-    if eval_raw is None and d.eval_fraction > 0:
+    if eval_raw is None and d.eval_fraction > 0:  # the only use of the seed here: see split_seed
         split = train_raw.train_test_split(test_size=d.eval_fraction, seed=cfg.training.seed)
         train_raw, eval_raw = split["train"], split["test"]
     started = time.time()
