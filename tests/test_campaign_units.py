@@ -204,7 +204,12 @@ def test_campaign_row_counts_members_and_names_the_best_so_far():
     assert row["counts"] == {"completed": 1, "running": 1, "pending": 2, "failed": 1}
     assert row["members"] == 5 and row["stage_jobs"] == 1 and row["state"] == "running" and row["job_id"] == "6"
     assert row["best"] == {"run_id": "c-d", "train_loss": 1.2} and row["gpu_hours"] == 9.0
-    assert status.counts_text(row) == "5 member(s): 1 completed, 1 running, 2 pending, 1 failed; 1 stage job(s)"
+    assert status.counts_text(row) == "5 member(s): 1 completed, 1 running, 2 pending, 1 failed; merge pending"
+    chain = status.summary("d", [index_row("d-train", "failed", campaign="d", job="7"),
+                                 index_row("d-merge", "skipped: train failed", campaign="d", kind="merge", job=""),
+                                 index_row("d-eval", "skipped: train failed", campaign="d", kind="eval", job="")])
+    assert status.counts_text(chain) == ("1 member(s): 0 completed, 0 running, 0 pending, 1 failed; "
+                                         "merge+eval skipped: train failed")
     done = status.summary("c", [index_row("c-a", "completed"), index_row("c-b", "completed", job="6_1")])
     assert done["state"] == "completed" and done["best"] is None and status.best_text(done) == ""
     assert status.summary("c", [index_row("c-a", "completed"), index_row("c-b", "failed")])["state"] == "ended"

@@ -43,7 +43,13 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
     if run is not None and is_campaign(registry, run):  # its runs, one row each (one sacct call)
         from hpc_finetune.campaigns.status import campaign_rows
 
-        return campaign_rows(registry, run)
+        from hpc_finetune.campaigns.skipping import skipped_in
+
+        rows_c = campaign_rows(registry, run)
+        shown = skipped_in(registry, rows_c)
+        for d in rows_c:
+            d["state"] = shown.get(d["run_id"], d["state"])
+        return rows_c
     if run is not None:
         rows = registry.rows(current(registry, run).run_id)
     else:
@@ -79,5 +85,12 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
     if run is None:  # a campaign's runs fold into one row (counts and best from the index alone)
         from hpc_finetune.campaigns.status import fold, parsed_row
 
-        out = fold(out, lambda c: [parsed_row(dict(r), parsed) for r in registry.campaign_rows(c)])
+        def campaign_runs(campaign: str) -> list[dict]:
+            runs = [parsed_row(dict(r), parsed) for r in registry.campaign_rows(campaign)]
+            shown = skipped_in(registry, runs)
+            for d in runs:
+                d["state"] = shown.get(d["run_id"], d["state"])
+            return runs
+
+        out = fold(out, campaign_runs)
     return out

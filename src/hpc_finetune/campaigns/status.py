@@ -53,7 +53,8 @@ def summary(campaign: str, runs: list[dict]) -> dict:
             r["state"] == COMPLETED for r in others) else "ended"
     return {
         "run_id": campaign, "campaign": campaign, "kind": "campaign", "state": state, "members": len(members),
-        "counts": counts, "stage_jobs": len(others), "job_id": ",".join(jobs) or "-",
+        "counts": counts, "stage_jobs": len(others), "stages": [[r.get("kind"), r["state"]] for r in others],
+        "job_id": ",".join(jobs) or "-",
         "best": {"run_id": best[1], "train_loss": best[0]} if best else None,
         "nodes": first.get("nodes"), "gpus_per_node": first.get("gpus_per_node"),
         "created": min(r.get("created") or 0 for r in runs),
@@ -65,8 +66,11 @@ def summary(campaign: str, runs: list[dict]) -> dict:
 def counts_text(row: dict) -> str:
     c = row["counts"]
     text = f"{row['members']} member(s): " + ", ".join(f"{c[g]} {g}" for g in GROUPS)
-    if row.get("stage_jobs"):
-        text += f"; {row['stage_jobs']} stage job(s)"
+    by_state: dict[str, list[str]] = {}
+    for kind, state in row.get("stages") or []:  # the chain's stages by what they show: "merge+eval skipped: ..."
+        by_state.setdefault(str(state), []).append(str(kind))
+    if by_state:
+        text += "; " + "; ".join(f"{'+'.join(kinds)} {state}" for state, kinds in by_state.items())
     return text
 
 
