@@ -1,6 +1,10 @@
 """Login-node latency: wall time of CLI commands against `python -c pass` and `python -c "import trl"`.
 
-    .venv/bin/python bench/login_latency.py [--repeats 5] [--out bench/RESULTS.md]
+    .venv/bin/python bench/login_latency.py [--repeats 5] [--out bench/RESULTS.md] [--baseline OLD/src]
+
+With ``--baseline``, the login commands also run from another source tree (e.g. a `git worktree` of the previous
+release: ``git worktree add /tmp/base v0.x && ... --baseline /tmp/base/src``) in the same alternating rounds, and a
+second table gives this tree / baseline: a refactor shows no regression there, measured, not claimed.
 
 Each figure is the median of N runs, the commands alternating round-robin so that machine noise hits all alike,
 and is reported as a ratio against the baselines measured in the same run. `status` reads synthetic run records
@@ -113,6 +117,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--baseline", type=Path, metavar="SRC", help="another tree's src/ to compare the login commands "
+                                                                 "against, in the same run")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hpcft-bench-"))
     cfg = work / "run.yaml"
@@ -149,6 +155,15 @@ def main() -> int:
                   "hpc-finetune status lr-sweep (the campaign's 50 members)"]
     cases[camp_cases[0]] = ([PY, "-m", "hpc_finetune", "status"], camp_env)
     cases[camp_cases[1]] = ([PY, "-m", "hpc_finetune", "status", "lr-sweep"], camp_env)
+    compared = ["hpc-finetune --help", "hpc-finetune render (a100-example, 2 nodes)",
+                "hpc-finetune status (1,000 runs; shows live + last 50)",
+                "hpc-finetune status (10,000 runs; shows live + last 50)"]  # (live records: today's format only)
+    if args.baseline:
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        for name in compared:
+            cmd, e = cases[name]
+            cases[name] = (cmd, dict(e, PYTHONPATH=here))
+            cases[f"[baseline] {name}"] = (cmd, dict(e, PYTHONPATH=str(args.baseline.resolve())))
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for name, (cmd, e) in cases.items():  # warm-up (page cache, .pyc)
         timed(cmd, e)
@@ -163,7 +178,14 @@ def main() -> int:
              "| command | median s | x python -c pass | import trl / this | import SFTTrainer / this |",
              "|---|---:|---:|---:|---:|"]
     for k, v in med.items():
-        lines.append(f"| {k} | {v:.3f} | {v / base:.2f} | {trl / v:.1f} | {trainer / v:.0f} |")
+        if not k.startswith("[baseline]"):
+            lines.append(f"| {k} | {v:.3f} | {v / base:.2f} | {trl / v:.1f} | {trainer / v:.0f} |")
+    if args.baseline:
+        lines += ["", f"Against the baseline tree {args.baseline} (same rounds):", "",
+                  "| command | baseline s | this tree s | this / baseline |", "|---|---:|---:|---:|"]
+        for name in compared:
+            old, new = med[f"[baseline] {name}"], med[name]
+            lines.append(f"| {name} | {old:.3f} | {new:.3f} | {new / old:.2f} |")
     calls = (work / "sacct.calls").read_text().count("call")
     runs_of_live_case = 1 + args.repeats
     lines += ["", f"Scheduler calls: {calls} `sacct` calls for {runs_of_live_case} `status` runs over 100 live jobs "
