@@ -105,7 +105,9 @@ def test_failed_training_skips_its_stages_and_requeue_rewires_them(home, devclus
     assert queued(list(jobs.values())) == []  # Slurm cancelled them: nothing pending forever
     acct = sacct([jobs[merge], jobs[evl]])
     assert {a["state"] for a in acct.values()} == {"CANCELLED"} and {a["start"] for a in acct.values()} == {"None"}
-    table = cli("status", check=True).stdout
+    table = cli("status", check=True).stdout  # the chain is one campaign row
+    assert re.search(rf"{c}\s+campaign ended .*1 failed; merge\+eval skipped: train failed", table), table
+    table = cli("status", c, check=True).stdout  # expanded: a row per job
     assert re.search(rf"{merge}\s+skipped: train failed", table), table
 
     # requeue of the ended training: a new job, and its (cancelled) stages queued again after it

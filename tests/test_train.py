@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -158,6 +159,32 @@ def test_stop_on_signal_then_resume_at_the_same_step(home, demo_dir, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 400 and summary["wandb_run_id"] == first_id
     assert len(list((out / "wandb").glob(f"offline-run-*-{first_id}"))) >= 1
+
+
+@pytest.mark.parametrize("bypass", [False, True])
+def test_a_checkpoint_at_the_last_step_finishes_without_another_step(home, demo_dir, tmp_path, monkeypatch, bypass):
+    """Killed after the last checkpoint, before the final save (or signalled during the last step): the next start
+    finishes from that checkpoint; without train/finished.py the Trainer would run step max_steps + 1."""
+    from hpc_finetune.train import finished
+    from hpc_finetune.train.core import train
+
+    cfg = config(demo_dir, tmp_path, "training.max_steps=4", "training.save_steps=2", "training.logging_steps=1")
+    train(cfg)
+    out = Path(cfg.output_dir)
+    assert (out / "checkpoint-4").is_dir()
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    if bypass:  # the old behaviour, to show what the test catches
+        monkeypatch.setattr(finished, "state_at_end", lambda *a: None)
+    summary = train(config(demo_dir, tmp_path, "training.max_steps=4", "training.save_steps=2",
+                           "training.logging_steps=1"))
+    steps = [int(s) for s in (out / "steps.log").read_text().split()]
+    if bypass:
+        assert steps == [1, 2, 3, 4, 5]
+        return
+    assert steps == [1, 2, 3, 4] and summary["step"] == 4 and summary["final_loss"] is not None
+    assert (out / "final" / "adapter_model.safetensors").is_file() and not (out / "final" / "optimizer.pt").exists()
+    assert json.loads((out / "summary.json").read_text())["finished_from_checkpoint"] is True
 
 
 def test_truncated_latest_checkpoint_is_skipped(tmp_path):

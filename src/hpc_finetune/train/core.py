@@ -20,6 +20,7 @@ from hpc_finetune.errors import UserError
 from hpc_finetune.overrides import add_set_argument
 from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
+from hpc_finetune.train import finished
 from hpc_finetune.train.data import global_rank as rank
 
 
@@ -222,6 +223,16 @@ def train(cfg: RunConfig) -> dict:
         os.environ.setdefault("ACCELERATE_USE_FSDP", "true")
     user_callbacks = load_user_callbacks(cfg.training.callbacks)  # before the model: a typo fails in seconds
     wandb_id = setup_wandb(cfg, output_dir)
+    at_end = finished.state_at_end(resume_point(cfg, output_dir), cfg.training.max_steps)
+    if at_end is not None:  # saved at the last step: resuming would train one step too many (train/finished.py)
+        resume = resume_point(cfg, output_dir)
+        summary = finished.finish(Path(str(resume)), output_dir, at_end,
+                                  {"run": cfg.name, "method": cfg.method, "wandb_run_id": wandb_id,
+                                   "runtime_seconds": round(time.time() - started, 2), "interrupted": False},
+                                  main_process=rank() == 0)
+        print(f"hpc-finetune train: done: checkpoint {resume} is at the last step ({summary['step']}); its model is "
+              f"in {output_dir / 'final'}", flush=True)
+        return summary
     trainer, info = build_trainer(cfg, output_dir)
     args = trainer.args
     world = args.world_size
