@@ -21,6 +21,9 @@ DEFAULT_CHECKPOINT_SIGNAL = "USR2"  # the profile's default `signal` (profile.py
 SIGNAL_DIR = "HPCFT_SIGNAL_DIR"
 DEEPSPEED_CONFIG = "HPCFT_DEEPSPEED_CONFIG"
 TOKENIZED_CACHE = "HPCFT_TOKENIZED_CACHE"
+# Shell variables of a sweep's array script (set per task from SLURM_ARRAY_TASK_ID; not exported)
+ARRAY_OUTPUT_DIR = "HPCFT_OUTPUT_DIR"
+ARRAY_MEMBER_JOB = "HPCFT_MEMBER_JOB"
 
 # Exported by an offline profile; the training core also sets the first three itself for local paths.
 HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -18,13 +18,13 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hpc_finetune import __version__, submitit_api
+from hpc_finetune import __version__, envvars, submitit_api
 from hpc_finetune.envvars import CACHE_VARS, CHECKPOINT_SIGNAL, OFFLINE_VARS
 from hpc_finetune.jobspec import JobSpec
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune.render import cache_exports, environment, job_python
 
-RUN_DIR_REF = "${HPCFT_RUN_DIR}"  # expanded on the node, after the member's case set it
+RUN_DIR_REF = "${" + envvars.RUN_DIR + "}"  # expanded on the node, after the member's case set it
 MEMBER_PICKLE = "member_submitted.pkl"
 
 
@@ -73,4 +73,6 @@ def array_script(profile: ClusterProfile, spec: JobSpec, campaign: str, campaign
         version=__version__, profile=profile, spec=array_spec, env_vars=env_vars, campaign=campaign,
         members=members, python=job_python(profile), node_local=profile.storage.node_local,
         cache_vars=list(CACHE_VARS), submitit_task=submitit_api.TASK_MODULE,
+        var={"run_dir": envvars.RUN_DIR, "output_dir": envvars.ARRAY_OUTPUT_DIR, "job": envvars.ARRAY_MEMBER_JOB,
+             "job_ref": "${" + envvars.ARRAY_MEMBER_JOB + "}"},
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hpc_finetune.layout import default_output_dir
 from hpc_finetune.stagejob import SELECTION  # the file's name has one owner: the stage jobs that read it
 
 
@@ -36,9 +37,9 @@ def members(campaign_dir: Path) -> list[Candidate]:
         run_dir = campaign_dir.parent / m["run_id"]
         try:
             rec = json.loads((run_dir / "record.json").read_text())
-            output_dir = rec.get("output_dir") or str(run_dir / "output")
+            output_dir = rec.get("output_dir") or str(default_output_dir(run_dir))
         except (OSError, ValueError):
-            output_dir = str(run_dir / "output")
+            output_dir = str(default_output_dir(run_dir))
         out.append(Candidate(m["run_id"], str(run_dir), output_dir))
     return out
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from hpc_finetune.states import COMPLETED, LIVE, PENDING, REQUEUED, RUNNING, UNKNOWN
+from hpc_finetune.states import COMPLETED, FAILED, LIVE, PENDING, REQUEUED, RUNNING, UNKNOWN
 
-GROUPS = ("completed", "running", "pending", "failed")
+GROUPS = (COMPLETED, RUNNING, PENDING, FAILED)  # the member counts of a campaign row
 
 
 def group(state: str) -> str:
     """A run state as one of the four member counts (stopped, cancelled, timeout, ... count as failed)."""
-    if state == COMPLETED:
-        return "completed"
-    if state == RUNNING:
-        return "running"
+    if state in (COMPLETED, RUNNING):
+        return str(state)
     if state in (PENDING, REQUEUED, UNKNOWN) or state in LIVE:
-        return "pending"
-    return "failed"
+        return str(PENDING)
+    return str(FAILED)
 
 
 def _loss(progress: Any) -> Optional[float]:
@@ -47,9 +45,9 @@ def summary(campaign: str, runs: list[dict]) -> dict:
     jobs = list(dict.fromkeys((r.get("job_id") or "").split("_")[0] for r in members if r.get("job_id")))
     first = members[0] if members else runs[0]
     if live:
-        state = "running" if counts["running"] or any(r["state"] == RUNNING for r in others) else "pending"
+        state = RUNNING if counts[RUNNING] or any(r["state"] == RUNNING for r in others) else PENDING
     else:
-        state = "completed" if counts["completed"] == len(members) and all(
+        state = COMPLETED if counts[COMPLETED] == len(members) and all(
             r["state"] == COMPLETED for r in others) else "ended"
     return {
         "run_id": campaign, "campaign": campaign, "kind": "campaign", "state": state, "members": len(members),

@@ -49,8 +49,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED = (
-    "pending", "running", "completed", "failed", "skipped", "cancelled")
+from hpc_finetune.states import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
+
+SKIPPED = "skipped"  # a task of the runner never started because one it waits on did not complete (not a job state)
 ENDED = frozenset({COMPLETED, FAILED, SKIPPED, CANCELLED})
 POLL_SECONDS = 0.2
 
