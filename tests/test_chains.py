@@ -82,13 +82,14 @@ def test_local_chain_whose_training_fails_shows_its_stages_skipped_and_leaves_no
 
 
 @pytest.mark.train
-def test_local_requeue_of_the_failed_training_runs_its_skipped_stages_after_it(demo, home):
+@pytest.mark.parametrize("target", ["demo-train", "demo"])  # the failed run, or the chain (its failed job found)
+def test_local_requeue_of_the_failed_training_runs_its_skipped_stages_after_it(demo, home, target):
     once = f"{Path(__file__).resolve().parent / 'failing_step.py'}:FailOnce"
     proc = cli("submit", str(demo / "run.yaml"), "--then", "merge", "--set", "training.max_steps=4",
                "--set", f"training.callbacks=['{once}']", "--wait")
     assert proc.returncode == 1 and status_rows("demo-merge")["demo-merge"]["state"] == "skipped: train failed"
-    out = cli("requeue", "demo-train", check=True).stdout
-    assert "stage demo-merge (merge) will run after it again" in out
+    out = cli("requeue", target, check=True).stdout
+    assert "run demo-train: new job" in out and "stage demo-merge (merge) will run after it again" in out
     wait_for("the requeued chain to complete",
              lambda: all(d["state"] == "completed" for d in status_rows("demo-train", "demo-merge").values()),
              timeout=600)

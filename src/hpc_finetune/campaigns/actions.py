@@ -127,3 +127,37 @@ def requeue_chain(registry: Registry, campaign: Campaign, records: list[RunRecor
     lines = [f"run {rec.run_id}: new job {done.job_id} in the same run directory (jobs so far: "
              f"{', '.join(s.job_id for s in rec.segments)})"]
     return lines + rewire_after_requeue(registry, rec)
+
+
+def requeue(registry: Registry, name: str) -> list[str]:
+    """`hpc-finetune requeue NAME`, whatever NAME is: a campaign (its members that did not complete; a chain: the job
+    that broke it), a chain's stage job, or a run (whose pending stages then wait on its new job). Lines to print."""
+    from hpc_finetune.campaigns.chain import requeue_stage, rewire_after_requeue
+    from hpc_finetune.campaigns.store import is_campaign
+    from hpc_finetune.records import load_record
+    from hpc_finetune.runs import requeue_run
+
+    if is_campaign(registry, name):
+        return requeue_named(registry, name).splitlines()
+    first = load_record(registry, name)
+    if first.campaign and first.kind != "train":
+        return requeue_stage(registry, first)
+    done = requeue_run(name, registry=registry)
+    rec = done.record
+    if done.in_place:
+        return [f"requeued running job {rec.job_id} of run {rec.run_id}; it resumes from its last checkpoint"]
+    lines = [f"run {rec.run_id}: new job {done.job_id} in the same run directory (jobs so far: "
+             f"{', '.join(s.job_id for s in rec.segments)})"]
+    return lines + (rewire_after_requeue(registry, rec) if rec.campaign else [])
+
+
+def cancel(registry: Registry, name: str) -> str:
+    """`hpc-finetune cancel NAME`: a campaign (every live job of it) or one run. What to print."""
+    from hpc_finetune.campaigns.store import is_campaign
+    from hpc_finetune.runs import cancel_run
+
+    if is_campaign(registry, name):
+        return cancel_named(registry, name)
+    rec = cancel_run(name, registry=registry)
+    return (f"cancelled job {rec.job_id} of run {rec.run_id}" if rec.job_id else
+            f"cancelled run {rec.run_id} before its job started (the local runner will not start it)")

@@ -10,17 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc_finetune.campaigns.store import is_campaign
+    from hpc_finetune.campaigns.actions import cancel
     from hpc_finetune.records import Registry
 
-    if is_campaign(Registry(), args.run):  # a whole campaign
-        from hpc_finetune.campaigns.actions import cancel_named
-
-        print(cancel_named(Registry(), args.run))
-        return 0
-    from hpc_finetune.runs import cancel_run
-
-    rec = cancel_run(args.run)
-    print(f"cancelled job {rec.job_id} of run {rec.run_id}" if rec.job_id else
-          f"cancelled run {rec.run_id} before its job started (the local runner will not start it)")
+    print(cancel(Registry(), args.run))
     return 0
