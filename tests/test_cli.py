@@ -93,7 +93,24 @@ def test_render_has_no_side_effects_and_matches_dry_run(home, tmp_path):
     a = cli("render", "--cluster", "devcluster", "--nodes", "1", cfg, check=True).stdout
     b = cli("submit", "--dry-run", "--no-check", "--cluster", "devcluster", "--nodes", "1", cfg, check=True).stdout
     assert a == b and a.startswith("#!/bin/bash\n#SBATCH")
-    assert not (home / "state" / "registry.sqlite").exists() or "t" not in cli("status").stdout.split()
+
+
+def test_commands_that_only_look_leave_no_file(home, tmp_path, monkeypatch):
+    """render, submit --dry-run, plan, check, a sweep's render and dry run: no run index, no run or campaign
+    directory, nothing anywhere under HOME (the shared root of the profiles used here)."""
+    monkeypatch.setenv("USER", "u")  # a100-example's shared root names $USER
+    cfg = str(run_yaml(tmp_path))
+    (tmp_path / "d.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(LLAMA_7B))
+    before = sorted(p for p in home.rglob("*"))
+    grid = ["--grid", "training.learning_rate=1e-4,2e-4"]
+    for argv in (["render", "--cluster", "devcluster", cfg], ["render", "--all", "--cluster", "a100-example", cfg],
+                 ["submit", "--dry-run", "--no-check", "--cluster", "devcluster", cfg], ["plan", "--cluster", "a100-example", cfg],
+                 ["check", "--cluster", "devcluster", cfg], ["render", "--cluster", "devcluster", cfg, *grid],
+                 ["sweep", "--dry-run", "--no-check", "--cluster", "devcluster", cfg, *grid]):
+        proc = cli(*argv)
+        assert "Traceback" not in proc.stderr and (proc.returncode == 0 or argv[0] == "check"), (argv, proc.stderr)
+    assert sorted(p for p in home.rglob("*")) == before
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["render", "RUN"], ["status"], ["submit", "--dry-run", "RUN"],

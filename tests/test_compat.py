@@ -56,3 +56,17 @@ def test_an_old_job_scripts_after_failure_command_still_runs(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "attempts.jsonl").read_text().splitlines()]
     assert [(e["event"], e["status"]) for e in events] == [("gave up", 3)]
     assert "retry_on_failure: 0" in proc.stdout
+
+
+def test_an_eval_job_pickled_by_this_release_still_loads_and_runs_the_same_command():
+    """`eval --submit` pickles an EvalProgram into the queue (compat/evalprogram_v1.pkl, written by this release):
+    a change of its fields or module must keep jobs queued before it loading."""
+    from submitit.core.utils import DelayedSubmission
+
+    from hpc_finetune.evaljob import EvalProgram
+
+    program = DelayedSubmission.load(Path(__file__).parent / "compat" / "evalprogram_v1.pkl").function
+    assert type(program) is EvalProgram
+    assert program.command() == ["/venv/bin/python", "-u", "-m", "hpc_finetune.train.evaluate",
+                                 "/shared/runs/old-eval/run.yaml", "--model", "/shared/runs/old/output/final",
+                                 "--out", "/shared/runs/old/eval"]
