@@ -38,9 +38,7 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
     from hpc_finetune.tracking import current, refresh
 
     unreadable: dict[str, str] = {}
-    from hpc_finetune.campaigns.store import is_campaign
-
-    if run is not None and is_campaign(registry, run):  # its runs, one row each (one sacct call)
+    if run is not None and is_campaign_name(registry, run):  # its runs, one row each (one sacct call)
         from hpc_finetune.campaigns.status import campaign_rows
 
         from hpc_finetune.campaigns.skipping import skipped_in
@@ -77,6 +75,8 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
         if d["run_id"] in unreadable:
             d["state"], d["reason"] = "unreadable", unreadable[d["run_id"]]
         out.append(d)
+    if not any(d.get("campaign") for d in out):
+        return out  # no campaign among them: nothing to fold or skip (and nothing more to import)
     from hpc_finetune.campaigns.skipping import skipped_in
 
     skipped = skipped_in(registry, out)  # chain jobs that a failure before them kept from running
@@ -94,3 +94,12 @@ def status_rows(registry: Registry, run: Optional[str], last: Optional[int] = No
 
         out = fold(out, campaign_runs)
     return out
+
+
+def is_campaign_name(registry: Registry, name: str) -> bool:
+    """A campaign id (not a run id): read from the index first, so a plain run's status imports no campaign code."""
+    if registry.exists(name) or (Path(name) / "record.json").is_file():
+        return False
+    from hpc_finetune.campaigns.store import is_campaign
+
+    return is_campaign(registry, name)

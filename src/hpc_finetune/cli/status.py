@@ -24,12 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_finetune.cli.views import segments_text, table
-    from hpc_finetune.runstatus import status_rows
+    from hpc_finetune.runstatus import is_campaign_name, status_rows
 
     registry = Registry()
-    from hpc_finetune.campaigns.store import is_campaign
-
-    as_campaign = args.run is not None and is_campaign(registry, args.run)
+    as_campaign = args.run is not None and is_campaign_name(registry, args.run)
     while True:
         rows = status_rows(registry, args.run, None if args.all else args.last)
         if args.json:
