@@ -169,3 +169,14 @@ def test_check_reports_a_missing_callback_file(home, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"training.callbacks[0]: callback file {tmp_path / 'gone.py'} does not exist" in proc.stderr
     assert "callbacks[1]" not in proc.stderr  # modules are imported on the node, not judged on the login node
+
+
+@pytest.mark.parametrize("flag,value", [("--name", "x\necho pwned"), ("--set", "name=x\necho pwned")])
+def test_a_name_with_a_newline_is_refused_before_it_reaches_a_script(home, tmp_path, flag, value):
+    """`^...$` matched 'x\n' (re's $ before a final newline): a campaign or run name that ends a script's comment
+    line would run the next line as shell code. Patterns now end in \\Z."""
+    cfg = str(run_yaml(tmp_path))
+    proc = cli("sweep", "--dry-run", "--no-check", "--cluster", "devcluster", cfg, "--grid",
+               "training.learning_rate=1e-4,2e-4", flag, value)
+    assert_one_line_error(proc, "name")
+    assert "pwned" not in proc.stdout

@@ -141,9 +141,11 @@ def test_preemption_then_hard_kill_then_truncated_checkpoint(home, devcluster, d
     ckpts = sorted(int(p.name.split("-")[1]) for p in output_of(row).glob("checkpoint-*"))
     newest, previous = ckpts[-1], ckpts[-2]
     assert killed_at - newest < 50 + 10  # at most the steps since the last periodic checkpoint are lost
-    (output_of(row) / f"checkpoint-{newest}" / "trainer_state.json").unlink()
-    with open(output_of(row) / f"checkpoint-{newest}" / "optimizer.pt", "r+b") as f:
-        f.truncate(100)
+    # (the kill may itself have landed during that save, leaving it without these files: cut short all the same)
+    (output_of(row) / f"checkpoint-{newest}" / "trainer_state.json").unlink(missing_ok=True)
+    if (output_of(row) / f"checkpoint-{newest}" / "optimizer.pt").exists():
+        with open(output_of(row) / f"checkpoint-{newest}" / "optimizer.pt", "r+b") as f:
+            f.truncate(100)
     before = len(steps_logged(row))
     assert "new job" in cli("requeue", run, check=True).stdout
     row = status_of(run)

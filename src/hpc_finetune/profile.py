@@ -20,7 +20,7 @@ from hpc_finetune.schema import from_dict, opt, read_yaml
 from hpc_finetune.timefmt import parse_time
 from hpc_finetune.values import HOW_TO_PASS, check_string, secret_name
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables the job script sets itself: extra_env must not silently override them.
 RESERVED_ENV = {"PATH": "the activation section sets up the environment",
                 **{name: "set by `offline`" for name in OFFLINE_VARS},

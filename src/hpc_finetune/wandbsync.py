@@ -27,7 +27,7 @@ from hpc_finetune.errors import UserError
 from hpc_finetune.runfiles import RunFiles
 from hpc_finetune.schema import read_yaml
 
-FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-([A-Za-z0-9]+)$")
+FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-([A-Za-z0-9]+)\Z")
 INSTALL = "pip install 'hpc-finetune[sync]'  (or: pip install wandb)"
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-_TASK = re.compile(r"^(\d+)_(\d+)$")
-_PENDING = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
+_TASK = re.compile(r"^(\d+)_(\d+)\Z")
+_PENDING = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]\Z")
 MAX_INDEX = 10_000_000  # far above Slurm's MaxArraySize; a range beyond it is garbage, not expanded
 
 

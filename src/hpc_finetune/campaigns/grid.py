@@ -26,7 +26,7 @@ OWN_KEYS = ("name", "output_dir")  # set per member by the campaign
 SEED_KEY = "training.seed"
 MAX_MEMBERS = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
 MAX_VALUES = 100
-KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
+_CKPT = re.compile(r"^checkpoint-(\d+)\Z")
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
            "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
