@@ -41,7 +41,7 @@ from hpc_finetune.jobspec import JobSpec, gpus_asked, resolve
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune import layout
 from hpc_finetune.files import write_atomic
-from hpc_finetune.records import Registry, RunRecord, Segment, now
+from hpc_finetune.records import Registry, RunRecord, Segment, load_record, now
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import CANCELLED, LIVE, PENDING
 
@@ -424,8 +424,22 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
         start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
         return [f"  stage {r.run_id} ({r.kind}) will run after it again" for r in later]
     scheduler = get_scheduler(rec.scheduler)
+    # what a stage also waits on outside this re-wired tail (a select job: the sweep's other members) stays in its
+    # dependency while still live; an ended one is satisfied already (and may be gone from Slurm's memory)
+    others: dict[str, RunRecord] = {}
+    for r in later:
+        for a in r.after:
+            if a not in by_id and a not in others:
+                try:
+                    others[a] = load_record(registry, a)
+                except UserError:
+                    continue
+    if others:
+        refresh(registry, list(others.values()))
     for r in later:
         deps = [by_id[a].job_id for a in r.after if a in by_id]
+        deps += [others[a].job_id for a in r.after
+                 if a in others and others[a].state in LIVE and others[a].job_id]
         dependency = dependency_value(r.kind, deps)
         if r.state in LIVE and r.segments:
             from hpc_finetune.scheduler.slurm import run as slurm_run
