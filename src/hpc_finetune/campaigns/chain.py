@@ -42,6 +42,7 @@ from hpc_finetune.profile import ClusterProfile
 from hpc_finetune import layout
 from hpc_finetune.files import write_atomic
 from hpc_finetune.records import Registry, RunRecord, Segment, load_record, now
+from hpc_finetune.scheduler.base import Scheduler
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import CANCELLED, LIVE, PENDING
 
@@ -386,7 +387,7 @@ def downstream(registry: Registry, rec: RunRecord) -> list[RunRecord]:
     from hpc_finetune.records import UnreadableRecord
 
     records = []
-    for row in registry._query("SELECT run_dir FROM runs WHERE campaign = ? ORDER BY created", (rec.campaign,)):
+    for row in registry.campaign_rows(rec.campaign):
         try:
             records.append(RunRecord.load(Path(row["run_dir"])))
         except UnreadableRecord:
@@ -450,16 +451,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
             registry.upsert(r)
             lines.append(f"  stage {r.run_id} ({r.kind}): job {r.job_id} now waits on {dependency}")
             continue
-        run_dir = Path(r.run_dir)
-        script = restage_script(run_dir, dependency)
-        program = load_program(run_dir)
-        job_id = scheduler.submit(run_dir, script, program, time_seconds=r.time_seconds, max_requeues=0)
-        write_atomic(run_dir / layout.JOB_SCRIPT, script)
-        r.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
-        r.state, r.reason, r.dependency = PENDING, "", dependency
-        r.requeues += 1
-        r.save()
-        registry.upsert(r)
+        job_id = resubmit_stage(registry, scheduler, r, dependency)
         lines.append(f"  stage {r.run_id} ({r.kind}): new job {job_id}, waits on {dependency}")
     return lines
 
@@ -503,18 +495,25 @@ def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
             continue
     refresh(registry, before)
     dependency = dependency_value(rec.kind, [b.job_id for b in before if b.job_id and b.state in LIVE])
+    job_id = resubmit_stage(registry, get_scheduler(rec.scheduler), rec, dependency)
+    lines = [f"{rec.kind} stage {rec.run_id}: new job {job_id}" + (f", waits on {dependency}" if dependency else "")]
+    return lines + rewire_after_requeue(registry, rec)
+
+
+def resubmit_stage(registry: Registry, scheduler: Scheduler, rec: RunRecord, dependency: str) -> str:
+    """A new job for an ended stage in its own run directory (script rendered again, waiting on ``dependency``;
+    the node program kept beside it), recorded as a requeue. Returns the job id."""
     run_dir = Path(rec.run_dir)
     script = restage_script(run_dir, dependency)
-    job_id = get_scheduler(rec.scheduler).submit(run_dir, script, load_program(run_dir),
-                                                 time_seconds=rec.time_seconds, max_requeues=0)
+    job_id = scheduler.submit(run_dir, script, load_program(run_dir), time_seconds=rec.time_seconds,
+                              max_requeues=0)
     write_atomic(run_dir / layout.JOB_SCRIPT, script)
     rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
     rec.state, rec.reason, rec.dependency = PENDING, "", dependency
     rec.requeues += 1
     rec.save()
     registry.upsert(rec)
-    lines = [f"{rec.kind} stage {rec.run_id}: new job {job_id}" + (f", waits on {dependency}" if dependency else "")]
-    return lines + rewire_after_requeue(registry, rec)
+    return job_id
 
 
 def restage_script(run_dir: Path, dependency: str) -> str:
