@@ -113,7 +113,7 @@ def chain_root(records: list[RunRecord]) -> RunRecord | None:
 def requeue_chain(registry: Registry, campaign: Campaign, records: list[RunRecord]) -> list[str]:
     """`requeue CHAIN`: the job that broke the chain again (the training: a new job in its run directory, resuming
     from its checkpoint; a stage: `requeue_stage`), and every job after it re-wired to wait on it. Lines to print."""
-    from hpc_finetune.campaigns.chain import requeue_stage, rewire_after_requeue
+    from hpc_finetune.campaigns.rewire import requeue_stage, rewire_after_requeue
     from hpc_finetune.runs import requeue_run
 
     root = chain_root(records)
@@ -132,7 +132,7 @@ def requeue_chain(registry: Registry, campaign: Campaign, records: list[RunRecor
 def requeue(registry: Registry, name: str) -> list[str]:
     """`hpc-finetune requeue NAME`, whatever NAME is: a campaign (its members that did not complete; a chain: the job
     that broke it), a chain's stage job, or a run (whose pending stages then wait on its new job). Lines to print."""
-    from hpc_finetune.campaigns.chain import requeue_stage, rewire_after_requeue
+    from hpc_finetune.campaigns.rewire import requeue_stage, rewire_after_requeue
     from hpc_finetune.campaigns.store import is_campaign
     from hpc_finetune.records import load_record
     from hpc_finetune.runs import requeue_run

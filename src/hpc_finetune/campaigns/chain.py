@@ -21,7 +21,8 @@ API (submit calls it; sweeps' `sweep` calls ``options_from_args`` and ``sweep_wi
         sweep (``sweep`` = the array's job id) a select job (afterany) then one chain, or one chain per member
         (opts.follow == "every")
     sweep_with_stages(req, registry, opts)              `sweep` with stages: submit_sweep's hooks + queue_stages
-    rewire_after_requeue(registry, rec)                 a run requeued as a new job: its stages wait on that job
+
+A run that gets a new job later (`hpc-finetune requeue`) has its stages re-wired by campaigns/rewire.py.
 """
 
 from __future__ import annotations
@@ -41,10 +42,9 @@ from hpc_finetune.jobspec import JobSpec, gpus_asked, resolve
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune import layout
 from hpc_finetune.files import write_atomic
-from hpc_finetune.records import Registry, RunRecord, Segment, load_record, now
-from hpc_finetune.scheduler.base import Scheduler
+from hpc_finetune.records import Registry, RunRecord, now
 from hpc_finetune.runconfig import RunConfig
-from hpc_finetune.states import CANCELLED, LIVE, PENDING
+from hpc_finetune.states import CANCELLED
 
 PROGRAM_FILE = "program.pkl"  # a held local job's node program (the local runner submits it later)
 BASE_MAX = 50  # room for "-prepare" / "-2" within a run name's 64 characters
@@ -377,152 +377,3 @@ def print_chain(campaign_dir: Path, records: list[RunRecord]) -> None:
         print("  the local runner starts each job when the one before it has completed")
     train = next(r for r in records if r.kind == "train")
     print(f"  follow it:     hpc-finetune status {campaign_dir.name}   |   hpc-finetune logs -f {train.run_id}")
-
-
-# --- requeue: re-wire the stages of a run that got a new job -----------------------------------------------------
-def downstream(registry: Registry, rec: RunRecord) -> list[RunRecord]:
-    """The campaign's jobs that wait on ``rec``, directly or through others, in chain order."""
-    if not rec.campaign:
-        return []
-    from hpc_finetune.records import UnreadableRecord
-
-    records = []
-    for row in registry.campaign_rows(rec.campaign):
-        try:
-            records.append(RunRecord.load(Path(row["run_dir"])))
-        except UnreadableRecord:
-            continue
-    out, frontier = [], {rec.run_id}
-    for r in records:  # created in chain order: a job is queued after the ones it waits on
-        if frontier & set(r.after):
-            out.append(r)
-            frontier.add(r.run_id)
-    return out
-
-
-def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
-    """``rec`` has a new job (``hpc-finetune requeue`` of an ended run): every stage after it waits on that job.
-    A stage still pending gets ``scontrol update JobId=X Dependency=afterok:NEW`` (dev cluster: works on a job
-    pending with DependencyNeverSatisfied); one that Slurm already cancelled for the failed dependency (an ended job
-    cannot be updated: "Job has already finished") gets a new job in its run directory. Returns lines to print."""
-    from hpc_finetune.scheduler import get_scheduler
-    from hpc_finetune.tracking import refresh
-
-    later = downstream(registry, rec)
-    if not later:
-        return []
-    refresh(registry, later)
-    by_id = {rec.run_id: rec, **{r.run_id: r for r in later}}
-    lines = []
-    if rec.scheduler == "local":
-        from hpc_finetune.campaigns.localchain import start_runner
-
-        for r in later:
-            if r.state not in LIVE:
-                r.state, r.reason = PENDING, ""
-                r.save()
-                registry.upsert(r)
-        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
-        return [f"  stage {r.run_id} ({r.kind}) will run after it again" for r in later]
-    scheduler = get_scheduler(rec.scheduler)
-    # what a stage also waits on outside this re-wired tail (a select job: the sweep's other members) stays in its
-    # dependency while still live; an ended one is satisfied already (and may be gone from Slurm's memory)
-    others: dict[str, RunRecord] = {}
-    for r in later:
-        for a in r.after:
-            if a not in by_id and a not in others:
-                try:
-                    others[a] = load_record(registry, a)
-                except UserError:
-                    continue
-    if others:
-        refresh(registry, list(others.values()))
-    for r in later:
-        deps = [by_id[a].job_id for a in r.after if a in by_id]
-        deps += [others[a].job_id for a in r.after
-                 if a in others and others[a].state in LIVE and others[a].job_id]
-        dependency = dependency_value(r.kind, deps)
-        if r.state in LIVE and r.segments:
-            from hpc_finetune.scheduler.slurm import run as slurm_run
-
-            slurm_run(["scontrol", "update", f"JobId={r.job_id}", f"Dependency={dependency}"], "requeue")
-            r.dependency = dependency
-            r.save()
-            registry.upsert(r)
-            lines.append(f"  stage {r.run_id} ({r.kind}): job {r.job_id} now waits on {dependency}")
-            continue
-        job_id = resubmit_stage(registry, scheduler, r, dependency)
-        lines.append(f"  stage {r.run_id} ({r.kind}): new job {job_id}, waits on {dependency}")
-    return lines
-
-
-def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
-    """`hpc-finetune requeue` of a chain's stage job: a running one is requeued in place; an ended one gets a new job
-    in its run directory, waiting on the jobs before it that have not completed yet; the stages after it are
-    re-wired to it. Returns lines to print."""
-    from hpc_finetune.scheduler import get_scheduler
-    from hpc_finetune.states import REQUEUEABLE, RUNNING
-    from hpc_finetune.tracking import refresh
-
-    refresh(registry, [rec])
-    if rec.state in LIVE and rec.segments:
-        if rec.state == RUNNING:
-            get_scheduler(rec.scheduler).requeue_running(rec.job_id)
-            return [f"requeued running job {rec.job_id} of {rec.kind} stage {rec.run_id}"]
-        raise UserError(f"run {rec.run_id} is {rec.state} (job {rec.job_id}); it will start on its own",
-                        source="requeue")
-    if rec.segments and rec.state not in REQUEUEABLE:
-        raise UserError(f"run {rec.run_id} is {rec.state}; only stage jobs that ended as "
-                        f"{', '.join(sorted(REQUEUEABLE))} can be requeued", source="requeue")
-    if rec.scheduler == "local":
-        rec.state, rec.reason = PENDING, ""
-        rec.save()
-        registry.upsert(rec)
-        later = downstream(registry, rec)
-        for r in later:
-            r.state, r.reason = PENDING, ""
-            r.save()
-            registry.upsert(r)
-        from hpc_finetune.campaigns.localchain import start_runner
-
-        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
-        return [f"{rec.kind} stage {rec.run_id}: queued again (the local runner starts it)"]
-    before = []
-    for a in rec.after:
-        try:
-            before.append(RunRecord.load(Path(rec.run_dir).parent / a))
-        except UserError:
-            continue
-    refresh(registry, before)
-    dependency = dependency_value(rec.kind, [b.job_id for b in before if b.job_id and b.state in LIVE])
-    job_id = resubmit_stage(registry, get_scheduler(rec.scheduler), rec, dependency)
-    lines = [f"{rec.kind} stage {rec.run_id}: new job {job_id}" + (f", waits on {dependency}" if dependency else "")]
-    return lines + rewire_after_requeue(registry, rec)
-
-
-def resubmit_stage(registry: Registry, scheduler: Scheduler, rec: RunRecord, dependency: str) -> str:
-    """A new job for an ended stage in its own run directory (script rendered again, waiting on ``dependency``;
-    the node program kept beside it), recorded as a requeue. Returns the job id."""
-    run_dir = Path(rec.run_dir)
-    script = restage_script(run_dir, dependency)
-    job_id = scheduler.submit(run_dir, script, load_program(run_dir), time_seconds=rec.time_seconds,
-                              max_requeues=0)
-    write_atomic(run_dir / layout.JOB_SCRIPT, script)
-    rec.segments.append(Segment(job_id=job_id, started_by="requeue", submitted=now()))
-    rec.state, rec.reason, rec.dependency = PENDING, "", dependency
-    rec.requeues += 1
-    rec.save()
-    registry.upsert(rec)
-    return job_id
-
-
-def restage_script(run_dir: Path, dependency: str) -> str:
-    """A stage job's script rendered again from its own run.yaml and profile.yaml, waiting on ``dependency``."""
-    from hpc_finetune.profile import load_profile_file
-    from hpc_finetune.render import job_script
-    from hpc_finetune.runconfig import load_run_config
-
-    profile = load_profile_file(run_dir / layout.PROFILE_YAML)
-    cfg = load_run_config(run_dir / layout.RUN_YAML)
-    spec = with_dependency(resolve(profile, cfg, run_dir, source=str(run_dir / layout.RUN_YAML)), dependency)
-    return job_script(profile, spec)
