@@ -161,30 +161,39 @@ def test_stop_on_signal_then_resume_at_the_same_step(home, demo_dir, tmp_path):
     assert len(list((out / "wandb").glob(f"offline-run-*-{first_id}"))) >= 1
 
 
-@pytest.mark.parametrize("bypass", [False, True])
-def test_a_checkpoint_at_the_last_step_finishes_without_another_step(home, demo_dir, tmp_path, monkeypatch, bypass):
+@pytest.mark.parametrize("method,bypass", [("lora", False), ("lora", True), ("full", False)])
+def test_a_checkpoint_at_the_last_step_finishes_without_another_step(home, demo_dir, tmp_path, monkeypatch, method,
+                                                                     bypass):
     """Killed after the last checkpoint, before the final save (or signalled during the last step): the next start
-    finishes from that checkpoint; without train/finished.py the Trainer would run step max_steps + 1."""
-    from hpc_finetune.train import finished
+    finishes from that checkpoint through the ordinary final save (any checkpoint format: the weights are loaded
+    by then); without callbacks.StopWhenResumedAtEnd the Trainer would run step max_steps + 1."""
+    from hpc_finetune.train import callbacks
     from hpc_finetune.train.core import train
 
-    cfg = config(demo_dir, tmp_path, "training.max_steps=4", "training.save_steps=2", "training.logging_steps=1")
+    sets = ("training.max_steps=4", "training.save_steps=2", "training.logging_steps=1", f"method={method}")
+    cfg = config(demo_dir, tmp_path, *sets)
     train(cfg)
     out = Path(cfg.output_dir)
     assert (out / "checkpoint-4").is_dir()
     shutil.rmtree(out / "final")
     (out / "summary.json").unlink()
     if bypass:  # the old behaviour, to show what the test catches
-        monkeypatch.setattr(finished, "state_at_end", lambda *a: None)
-    summary = train(config(demo_dir, tmp_path, "training.max_steps=4", "training.save_steps=2",
-                           "training.logging_steps=1"))
+        monkeypatch.setattr(callbacks.StopWhenResumedAtEnd, "on_train_begin", lambda self, a, s, c, **k: c)
+    summary = train(config(demo_dir, tmp_path, *sets))
     steps = [int(s) for s in (out / "steps.log").read_text().split()]
     if bypass:
         assert steps == [1, 2, 3, 4, 5]
         return
     assert steps == [1, 2, 3, 4] and summary["step"] == 4 and summary["final_loss"] is not None
-    assert (out / "final" / "adapter_model.safetensors").is_file() and not (out / "final" / "optimizer.pt").exists()
-    assert json.loads((out / "summary.json").read_text())["finished_from_checkpoint"] is True
+    weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    assert (out / "final" / weights).is_file() and not (out / "final" / "optimizer.pt").exists()
+    written = json.loads((out / "summary.json").read_text())
+    assert written["finished_from_checkpoint"] is True and written["resumed_from"].endswith("checkpoint-4")
+    # the final model is the checkpoint's: the same adapter weights, byte for byte
+    from safetensors.torch import load_file
+
+    a, b = load_file(out / "final" / weights), load_file(out / "checkpoint-4" / weights)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 def test_truncated_latest_checkpoint_is_skipped(tmp_path):

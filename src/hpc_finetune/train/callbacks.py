@@ -160,6 +160,31 @@ class SaveOnSignalCallback(TrainerCallback):
         return control
 
 
+class AlreadyTrained(Exception):
+    """The checkpoint this segment resumed from is at (or past) max_steps: there is no step left to train."""
+
+
+class StopWhenResumedAtEnd(TrainerCallback):
+    """A checkpoint at the last step (the warning signal came during the final step, or the job was killed between
+    its last checkpoint and its final save): finish the run from it without another optimizer step.
+
+    The Trainer runs an optimizer step before it looks at ``should_training_stop`` (transformers 5.x
+    ``_inner_training_loop`` -> ``_run_epoch``: no check before the first step of a resumed epoch), so resuming
+    from a checkpoint at ``max_steps`` would train step ``max_steps + 1``. ``on_train_begin`` runs after the
+    trainer state, the weights (plain, LoRA, and the FSDP/DeepSpeed shards in ``_prepare_for_training``), the
+    optimizer and the scheduler were loaded from the checkpoint, and on every rank with the same state: raising
+    here leaves the loaded, wrapped model for the ordinary final save (train/core.py catches it), the same for every
+    checkpoint format. train/core.py puts it first among the callbacks.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            print(f"hpc-finetune train: rank {args.process_index}: the checkpoint is at step {state.global_step} of "
+                  f"{state.max_steps}: finishing from it without another step", flush=True)
+            raise AlreadyTrained(state.global_step)
+        return control
+
+
 def load_user_callbacks(specs: list[str]) -> list[TrainerCallback]:
     """The run config's ``training.callbacks`` (their form checked when the config loaded): import each class (from a
     module on the node's Python path, or from a file on shared storage) and build it with no arguments. Any problem

@@ -20,7 +20,6 @@ from hpc_finetune.errors import UserError
 from hpc_finetune.overrides import add_set_argument
 from hpc_finetune.files import write_atomic
 from hpc_finetune.runconfig import RunConfig, is_hub_id, load_run_config
-from hpc_finetune.train import finished
 from hpc_finetune.train.data import global_rank as rank
 
 
@@ -211,7 +210,8 @@ def train(cfg: RunConfig) -> dict:
     # before anything imports bitsandbytes/peft (the callbacks below do): they ask CUDA for its devices, and CUDA
     # reads CUDA_VISIBLE_DEVICES only then
     limit_visible_devices(cfg)
-    from hpc_finetune.train.callbacks import ProgressCallback, SaveOnSignalCallback, load_user_callbacks
+    from hpc_finetune.train.callbacks import (AlreadyTrained, ProgressCallback, SaveOnSignalCallback,
+                                              StopWhenResumedAtEnd, load_user_callbacks)
 
     started = time.time()
     output_dir = default_output_dir(cfg)
@@ -223,16 +223,6 @@ def train(cfg: RunConfig) -> dict:
         os.environ.setdefault("ACCELERATE_USE_FSDP", "true")
     user_callbacks = load_user_callbacks(cfg.training.callbacks)  # before the model: a typo fails in seconds
     wandb_id = setup_wandb(cfg, output_dir)
-    at_end = finished.state_at_end(resume_point(cfg, output_dir), cfg.training.max_steps)
-    if at_end is not None:  # saved at the last step: resuming would train one step too many (train/finished.py)
-        resume = resume_point(cfg, output_dir)
-        summary = finished.finish(Path(str(resume)), output_dir, at_end,
-                                  {"run": cfg.name, "method": cfg.method, "wandb_run_id": wandb_id,
-                                   "runtime_seconds": round(time.time() - started, 2), "interrupted": False},
-                                  main_process=rank() == 0)
-        print(f"hpc-finetune train: done: checkpoint {resume} is at the last step ({summary['step']}); its model is "
-              f"in {output_dir / 'final'}", flush=True)
-        return summary
     trainer, info = build_trainer(cfg, output_dir)
     args = trainer.args
     world = args.world_size
@@ -240,6 +230,8 @@ def train(cfg: RunConfig) -> dict:
     tokens_per_row = info["train_tokens"] / max(1, info["train_rows"])
     progress = ProgressCallback(output_dir, int(rows_per_step * tokens_per_row))
     signal_cb = SaveOnSignalCallback()
+    # first of all callbacks (wandb's and the Trainer's own included): none sees a training begin that won't happen
+    trainer.callback_handler.callbacks.insert(0, StopWhenResumedAtEnd())
     trainer.add_callback(progress)
     trainer.add_callback(signal_cb)
     for callback in user_callbacks:
@@ -255,17 +247,23 @@ def train(cfg: RunConfig) -> dict:
     if rank() == 0 and hasattr(trainer.model, "print_trainable_parameters"):
         trainer.model.print_trainable_parameters()
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+        at_end = False
+    except AlreadyTrained:  # the checkpoint is at the last step: no step to train, the final save below remains
+        result, at_end = None, True
     train_seconds = time.time() - t0
     state = trainer.state
     summary = {
         "run": cfg.name, "method": cfg.method, "world_size": world,
         "step": state.global_step, "max_steps": state.max_steps,
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
-        "train_loss": result.training_loss, "resumed_from": resume, "tokenized_cache": info["cache"],
+        "train_loss": result.training_loss if result is not None else
+        next((h["train_loss"] for h in reversed(state.log_history) if "train_loss" in h), None),
+        "resumed_from": resume, "finished_from_checkpoint": at_end, "tokenized_cache": info["cache"],
         "tokens_per_step": progress.tokens_per_step, "train_seconds": round(train_seconds, 2),
         "tokens_per_s": round((state.global_step - progress.start_step) * progress.tokens_per_step
-                              / train_seconds, 1) if train_seconds > 0 else None,
+                              / train_seconds, 1) if train_seconds > 0 and not at_end else None,
         "startup_seconds": round((progress.first_step_at or time.time()) - started, 2),
         "first_step_at": progress.first_step_at,
         "num_tokens": next((h["num_tokens"] for h in reversed(state.log_history) if "num_tokens" in h), None),
