@@ -1,6 +1,6 @@
-"""The select stage's program (campaigns/select.py): the best member by the sweeps' one metric, said and written.
+"""The select stage's program (job/select.py): the best member by the sweeps' one metric, said and written.
 
-Runs `python -m hpc_finetune.campaigns.select` in a process of its own on run directories laid out as a sweep leaves
+Runs `python -m hpc_finetune.job.select` in a process of its own on run directories laid out as a sweep leaves
 them. The metric itself is campaigns/ranking.py's (the sweeps branch): these tests need it."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def campaign(root: Path, ids: list[str]) -> Path:
 
 
 def select(cdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpc_finetune.campaigns.select", str(cdir)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hpc_finetune.job.select", str(cdir)], capture_output=True,
                           text=True, timeout=120)
 
 
@@ -71,7 +71,7 @@ def test_no_member_with_a_final_model_fails_the_stage_and_writes_nothing(tmp_pat
 
 
 def test_a_stage_after_select_follows_the_chosen_member_at_run_time(tmp_path):
-    from hpc_finetune.stagejob import StageProgram
+    from hpc_finetune.job.stagejob import StageProgram
 
     member(tmp_path, "sw-a", final_loss=2.0)
     member(tmp_path, "sw-b", final_loss=1.0)

@@ -1,13 +1,13 @@
 """The `select` stage's job: pick a sweep's best member, say by which metric, and write it down for the stages after.
 
-``python -m hpc_finetune.campaigns.select CAMPAIGN_DIR`` runs on a CPU node once every member has ended, however it
+``python -m hpc_finetune.job.select CAMPAIGN_DIR`` runs on a CPU node once every member has ended, however it
 ended (``--dependency=afterany:ARRAY_JOB``: ``afterok`` on an array never fires once one task fails). Candidates are
 the members with a final model (``OUTPUT/final``); among them the best is the lowest by campaigns.ranking's one
 metric: the eval loss when every candidate has one, else the final train loss. It writes
 ``CAMPAIGN_DIR/selection.json`` (run_id, run_dir, output_dir, metric, value, and every candidate's value under that
 same metric, so the chosen value is the candidates' lowest; a candidate's eval loss is added, as ``eval_loss``, when
 the choice is by train loss), which the
-stages after it read when they start (stagejob.py), prints the same, and exits 1 if no member has a final model (the
+stages after it read when they start (job/stagejob.py), prints the same, and exits 1 if no member has a final model (the
 stages after it are then cancelled by Slurm, and `status` shows them as "skipped: select failed").
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_finetune.layout import default_output_dir
-from hpc_finetune.stagejob import SELECTION  # the file's name has one owner: the stage jobs that read it
+from hpc_finetune.job.stagejob import SELECTION  # the file's name has one owner: the stage jobs that read it
 
 
 @dataclass
@@ -84,7 +84,7 @@ def select(campaign_dir: Path) -> tuple[Optional[dict], list[str]]:
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m hpc_finetune.campaigns.select CAMPAIGN_DIR", file=sys.stderr)
+        print("usage: python -m hpc_finetune.job.select CAMPAIGN_DIR", file=sys.stderr)
         return 2
     campaign_dir = Path(args[0])
     try:
