@@ -70,3 +70,56 @@ def test_an_eval_job_pickled_by_this_release_still_loads_and_runs_the_same_comma
     assert program.command() == ["/venv/bin/python", "-u", "-m", "hpc_finetune.train.evaluate",
                                  "/shared/runs/old-eval/run.yaml", "--model", "/shared/runs/old/output/final",
                                  "--out", "/shared/runs/old/eval"]
+
+
+STAGE_PICKLE = Path(__file__).parent / "compat" / "stageprogram_v1.pkl"
+SELECT_PICKLE = Path(__file__).parent / "compat" / "stageprogram_select_v1.pkl"
+
+
+def test_a_stage_program_pickled_before_the_move_to_job_loads_and_builds_its_command_now(tmp_path):
+    """compat/stageprogram_v1.pkl and stageprogram_select_v1.pkl: what submitit wrote (DelayedSubmission.dump) into a
+    stage job's jobs/ with the release before stagejob.py and campaigns/select.py moved into job/ (that checkout's
+    code): a merge stage following the selected member and a select stage of campaign /shared/runs/sw. Both name
+    ``hpc_finetune.stagejob.StageProgram``; the command is built when the job runs, from today's stage registry."""
+    from submitit.core.utils import DelayedSubmission
+
+    from hpc_finetune.job.stagejob import SELECTION, StageProgram
+
+    for path in (STAGE_PICKLE, SELECT_PICKLE):
+        assert b"hpc_finetune.stagejob\x94\x8c\x0cStageProgram" in path.read_bytes()  # really the old path
+    select = DelayedSubmission.load(SELECT_PICKLE).function
+    assert type(select) is StageProgram
+    assert select.command() == ["/venv/bin/python", "-u", "-m", "hpc_finetune.job.select", "/shared/runs/sw"]
+    merge = DelayedSubmission.load(STAGE_PICKLE).function
+    assert type(merge) is StageProgram and merge.selected and merge.campaign_dir == "/shared/runs/sw"
+    merge.campaign_dir = str(tmp_path)  # the pickled campaign folder, moved somewhere this test can write
+    (tmp_path / SELECTION).write_text(json.dumps({"run_id": "sw-b", "run_dir": "/shared/runs/sw-b",
+                                                  "output_dir": "/shared/runs/sw-b/output"}))
+    assert merge.command() == ["/venv/bin/python", "-u", "-m", "hpc_finetune", "merge",
+                               "/shared/runs/sw-b/output/final", "--out", "/shared/runs/sw-b/output/merged"]
+
+
+def test_old_stage_import_paths_are_the_moved_modules():
+    import hpc_finetune.campaigns.select
+    import hpc_finetune.job.select
+    import hpc_finetune.job.stagejob
+    import hpc_finetune.stagejob
+    from hpc_finetune.stagejob import SELECTION, StageProgram
+
+    assert hpc_finetune.stagejob is hpc_finetune.job.stagejob
+    assert StageProgram is hpc_finetune.job.stagejob.StageProgram and SELECTION == "selection.json"
+    assert hpc_finetune.campaigns.select.main is hpc_finetune.job.select.main
+
+
+def test_the_old_select_command_still_runs(tmp_path):
+    """``python -m hpc_finetune.campaigns.select CAMPAIGN_DIR``, as the release before the move built it."""
+    run_dir = tmp_path / "sw-a"
+    (run_dir / "output" / "final").mkdir(parents=True)
+    (run_dir / "output" / "summary.json").write_text(json.dumps({"final_loss": 1.25}))
+    cdir = tmp_path / "sw"
+    cdir.mkdir()
+    (cdir / "campaign.json").write_text(json.dumps({"members": [{"index": 0, "run_id": "sw-a"}]}))
+    proc = subprocess.run([sys.executable, "-m", "hpc_finetune.campaigns.select", str(cdir)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((cdir / "selection.json").read_text())["run_id"] == "sw-a"

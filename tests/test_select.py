@@ -1,6 +1,6 @@
-"""The select stage's program (campaigns/select.py): the best member by the sweeps' one metric, said and written.
+"""The select stage's program (job/select.py): the best member by the sweeps' one metric, said and written.
 
-Runs `python -m hpc_finetune.campaigns.select` in a process of its own on run directories laid out as a sweep leaves
+Runs `python -m hpc_finetune.job.select` in a process of its own on run directories laid out as a sweep leaves
 them. The metric itself is campaigns/ranking.py's (the sweeps branch): these tests need it."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def campaign(root: Path, ids: list[str]) -> Path:
 
 
 def select(cdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpc_finetune.campaigns.select", str(cdir)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hpc_finetune.job.select", str(cdir)], capture_output=True,
                           text=True, timeout=120)
 
 
@@ -71,7 +71,7 @@ def test_no_member_with_a_final_model_fails_the_stage_and_writes_nothing(tmp_pat
 
 
 def test_a_stage_after_select_follows_the_chosen_member_at_run_time(tmp_path):
-    from hpc_finetune.stagejob import StageProgram
+    from hpc_finetune.job.stagejob import StageProgram
 
     member(tmp_path, "sw-a", final_loss=2.0)
     member(tmp_path, "sw-b", final_loss=1.0)
@@ -82,3 +82,22 @@ def test_a_stage_after_select_follows_the_chosen_member_at_run_time(tmp_path):
     assert select(cdir).returncode == 0
     assert prog.command()[3:] == ["hpc_finetune", "merge", str(tmp_path / "sw-b" / "output" / "final"),
                                   "--out", str(tmp_path / "sw-b" / "output" / "merged")]
+
+
+def test_every_candidate_is_reported_under_the_one_metric_the_choice_used(tmp_path):
+    # sw-a has an eval loss (0.5) lower than anyone's train loss, sw-b has none: the choice is by train loss, so
+    # sw-a's line and its selection.json value must be its train loss (2.0), not its eval loss
+    member(tmp_path, "sw-a", final_loss=2.0, eval_loss=0.5)
+    member(tmp_path, "sw-b", final_loss=1.5)
+    cdir = campaign(tmp_path, ["sw-a", "sw-b"])
+    proc = select(cdir)
+    assert proc.returncode == 0, proc.stderr
+    sel = json.loads((cdir / "selection.json").read_text())
+    assert (sel["run_id"], sel["metric"], sel["value"]) == ("sw-b", "train_loss", 1.5)
+    assert {rid: c["value"] for rid, c in sel["candidates"].items()} == {"sw-a": 2.0, "sw-b": 1.5}
+    assert all(c["metric"] == "train_loss" for c in sel["candidates"].values())
+    assert sel["value"] == min(c["value"] for c in sel["candidates"].values())
+    assert sel["candidates"]["sw-a"]["eval_loss"] == 0.5  # extra, labelled, not the metric
+    lines = proc.stdout.splitlines()
+    assert [l.strip() for l in lines if l.strip().startswith("sw-a:")] == ["sw-a: train_loss 2.0000 (eval_loss 0.5000)"]
+    assert [l.strip() for l in lines if l.strip().startswith("sw-b:")] == ["sw-b: train_loss 1.5000   <- best"]

@@ -39,7 +39,7 @@ def test_each_stage_command_is_built_from_the_run_it_follows():
     plain = Target(Path("/r/demo"), Path("/r/demo/output"), ("train", "eval"))
     assert STAGES["eval"].command(plain)[3] == "/r/demo/output/final"
     assert STAGES["prepare"].command(t) == ["hpc_finetune.train.prepare_data", "/r/demo/run.yaml"]
-    assert STAGES["select"].command(t) == ["hpc_finetune.campaigns.select", "/c/demo"]
+    assert STAGES["select"].command(t) == ["hpc_finetune.job.select", "/c/demo"]
     assert STAGES["train"].command is None
     # what runs where: only eval (and train) take a GPU; only select waits with afterany
     assert {n for n, s in STAGES.items() if s.gpu} == {"train", "eval"}

@@ -11,12 +11,10 @@ from hpc_finetune.records import RunRecord
 
 def rows(records: list[RunRecord], values: Optional[dict[str, dict[str, str]]] = None) -> tuple[str, list[dict]]:
     """(metric, one dict per member, best first). ``values``: run id -> the member's grid values."""
-    found = [ranking.metrics(r.run_dir, r.output_dir) for r in records]
-    metric, order = ranking.order(found)
+    metric, scores, found = ranking.metric_values(records)
     out = []
-    for rank_no, i in enumerate(order, 1):
-        rec, m = records[i], found[i]
-        value = ranking.metric_value(m, metric)
+    for rank_no, i in enumerate(ranking.order(found)[1], 1):
+        rec, m, value = records[i], found[i], scores[i]
         out.append({
             "rank": rank_no if value is not None else None, "run_id": rec.run_id, "member": rec.member,
             "values": (values or {}).get(rec.run_id, {}), "state": rec.state, "job_id": rec.job_id,

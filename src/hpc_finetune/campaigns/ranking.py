@@ -73,7 +73,8 @@ def metrics(run_dir: Path | str, output_dir: Path | str | None = None) -> dict[s
 
 
 def run_metric(run_dir: Path | str, output_dir: Path | str | None = None) -> tuple[str, Optional[float]]:
-    """("eval_loss", value) when the run has an eval loss, else ("train_loss", its final train loss or None)."""
+    """("eval_loss", value) when the run has an eval loss, else ("train_loss", its final train loss or None): one run
+    on its own. To compare runs, use metric_values (their common metric), never this per run."""
     m = metrics(run_dir, output_dir)
     if m["eval_loss"] is not None:
         return EVAL, m["eval_loss"]
@@ -98,17 +99,25 @@ def order(values: list[dict[str, Optional[float]]]) -> tuple[str, list[int]]:
     return metric, [i for _, i in ranked] + [i for v, i in keyed if v is None]
 
 
+def metric_values(records: list[Any]) -> tuple[str, list[Optional[float]], list[dict[str, Optional[float]]]]:
+    """(the one metric this set of runs is compared by, each run's value under it, each run's metrics()), in the
+    order of ``records`` (anything with ``run_dir`` and, optionally, ``output_dir``). The one owner of "the metric
+    of a set of runs": select, compare, best and rank all use it, so what they show is what they chose by."""
+    found = [metrics(r.run_dir, getattr(r, "output_dir", None)) for r in records]
+    metric = common_metric(found)
+    return metric, [metric_value(m, metric) for m in found], found
+
+
 def rank(records: list[Any]) -> list[Any]:
-    """``records`` (anything with ``run_dir`` and, optionally, ``output_dir``), best first, by the one metric."""
-    values = [metrics(r.run_dir, getattr(r, "output_dir", None)) for r in records]
-    _, idx = order(values)
+    """``records``, best first, by the one metric."""
+    _, idx = order(metric_values(records)[2])
     return [records[i] for i in idx]
 
 
 def best(records: list[Any]) -> tuple[Optional[Any], str, Optional[float]]:
     """(best record or None, metric, value) among runs that have a value for the common metric."""
-    values = [metrics(r.run_dir, getattr(r, "output_dir", None)) for r in records]
-    metric, idx = order(values)
-    if not idx or metric_value(values[idx[0]], metric) is None:
+    metric, values, found = metric_values(records)
+    _, idx = order(found)
+    if not idx or values[idx[0]] is None:
         return None, metric, None
-    return records[idx[0]], metric, metric_value(values[idx[0]], metric)
+    return records[idx[0]], metric, values[idx[0]]

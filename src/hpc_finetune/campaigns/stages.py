@@ -47,7 +47,7 @@ def _prepare(t: Target) -> list[str]:
 
 
 def _select(t: Target) -> list[str]:
-    return ["hpc_finetune.campaigns.select", str(t.campaign_dir)]
+    return ["hpc_finetune.job.select", str(t.campaign_dir)]
 
 
 def _merge(t: Target) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-SELECTION = "selection.json"  # the selector (campaigns/select.py) writes it into the campaign folder
+SELECTION = "selection.json"  # the selector (job/select.py) writes it into the campaign folder
 
 
 @dataclass
