@@ -41,7 +41,6 @@ from hpc_finetune.errors import UserError
 from hpc_finetune.jobspec import JobSpec, gpus_asked, resolve
 from hpc_finetune.profile import ClusterProfile
 from hpc_finetune import layout
-from hpc_finetune.files import write_atomic
 from hpc_finetune.records import Registry, RunRecord, now
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import CANCELLED
@@ -253,14 +252,12 @@ def write_campaign(campaign_dir: Path, profile: ClusterProfile, cfg: RunConfig, 
                    chain: tuple[str, ...], jobs: list[RunRecord]) -> None:
     """CAMPAIGN/campaign.json of a chain, in the sweeps' campaign format (campaigns/store.py: kind "chain", the
     training run as its one member; the stage jobs in ``extra``)."""
-    import json
+    from hpc_finetune.campaigns.store import Campaign, CampaignMember
 
-    data = {"campaign_id": campaign_dir.name, "name": cfg.name, "kind": "chain", "campaign_dir": str(campaign_dir),
-            "cluster": profile.name, "scheduler": profile.scheduler, "created": now(), "config": config, "grid": [],
-            "max_parallel": None, "array_job_id": "",
-            "members": [{"index": 0, "run_id": train.run_id, "values": {}}],
-            "extra": {"chain": list(chain), "jobs": {r.run_id: r.kind for r in jobs}}}
-    write_atomic(campaign_dir / "campaign.json", json.dumps(data, indent=1) + "\n")
+    Campaign(campaign_id=campaign_dir.name, name=cfg.name, kind="chain", campaign_dir=str(campaign_dir),
+             cluster=profile.name, scheduler=profile.scheduler, created=now(), config=config, grid=[],
+             max_parallel=None, array_job_id="", members=[CampaignMember(0, train.run_id, {})],
+             extra={"chain": list(chain), "jobs": {r.run_id: r.kind for r in jobs}}).save()
 
 
 def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, *,
