@@ -86,3 +86,8 @@ def test_a_chain_whose_second_stage_cannot_be_queued_cancels_the_first(demo, hom
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "injected: the eval job was refused" in err, err
     records = campaign_records("demo")
     assert_nothing_live(home / "hpc-finetune" / "runs" / "demo", records, {"prepare", "train", "merge"})
+    from hpc_finetune.campaigns.store import Campaign
+
+    campaign = Campaign.load(home / "hpc-finetune" / "runs" / "demo")  # written through store.py's format
+    assert campaign.kind == "chain" and [m.run_id for m in campaign.members] == ["demo-train"]
+    assert campaign.extra["chain"] == ["prepare", "train", "merge", "eval"]
