@@ -14,10 +14,7 @@ import hashlib
 import json
 from typing import Any, Optional, Sequence
 
-from hpc_finetune import __version__
 from hpc_finetune.runconfig import RunConfig
-
-CACHE_FORMAT = 3  # bump when the tokenized layout changes (3: bfd rows with seq_lengths by default)
 
 
 def packing_layout(cfg: RunConfig) -> Optional[str]:
@@ -35,11 +32,10 @@ def split_seed(cfg: RunConfig) -> Optional[int]:
 
 def config_key(cfg: RunConfig) -> dict[str, Any]:
     """Every config value the tokenized cache depends on. ``train``, ``eval`` and ``tokenizer`` are the paths as
-    configured: the fingerprint replaces them by what the files hold (and adds the tokenizer's vocabulary size and
-    chat template, which only the loaded tokenizer knows)."""
+    configured: the fingerprint replaces them by what the files hold, and adds what no config holds (the cache's
+    layout version and the package version, the tokenizer's vocabulary size and chat template)."""
     d = cfg.data
     return {
-        "v": CACHE_FORMAT, "code": __version__,
         "train": d.train_file, "eval": d.eval_file, "name": d.dataset_name,
         "splits": d.splits, "format": d.format, "text_field": d.text_field, "messages_field": d.messages_field,
         "eval_fraction": d.eval_fraction, "completion_only": d.completion_only_loss,

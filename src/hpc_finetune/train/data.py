@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_finetune import cachekey
+from hpc_finetune import __version__, cachekey
 from hpc_finetune.dataformat import LOADERS, missing_field, unsupported_suffix, value_problem
 from hpc_finetune.envvars import TOKENIZED_CACHE
 from hpc_finetune.errors import UserError
 from hpc_finetune.runconfig import DataConfig, RunConfig
 from hpc_finetune.train import packing
 
-CACHE_FORMAT = cachekey.CACHE_FORMAT
+CACHE_FORMAT = 3  # bump when the tokenized layout changes (3: bfd rows with seq_lengths by default)
 
 
 def global_rank() -> int:
@@ -127,14 +127,16 @@ split_seed = cachekey.split_seed  # the one owner of what the cache key holds: h
 
 def fingerprint(cfg: RunConfig, tokenizer: Any) -> str:
     """The cache folder's name: the config's part of the key (cachekey.config_key) with its paths replaced by what
-    they hold (data files' identities, tokenizer files' hash) and the loaded tokenizer's vocabulary and template."""
+    they hold (data files' identities, tokenizer files' hash), plus the layout and package versions and the loaded
+    tokenizer's vocabulary and template."""
     tok_dir = Path(cfg.model.tokenizer_path or cfg.model.path)
     tok_files = sorted(f.name for f in tok_dir.glob("*token*")) if tok_dir.is_dir() else []
     tok_hash = hashlib.sha256()
     for name in tok_files:
         tok_hash.update((tok_dir / name).read_bytes())
     key = cachekey.config_key(cfg)
-    key.update({"train": _file_identity(cfg.data.train_file), "eval": _file_identity(cfg.data.eval_file),
+    key.update({"v": CACHE_FORMAT, "code": __version__,
+                "train": _file_identity(cfg.data.train_file), "eval": _file_identity(cfg.data.eval_file),
                 "tokenizer": tok_hash.hexdigest(), "vocab": len(tokenizer), "template": tokenizer.chat_template})
     return cachekey.digest(key)
 
