@@ -91,3 +91,28 @@ def test_a_chain_whose_second_stage_cannot_be_queued_cancels_the_first(demo, hom
     campaign = Campaign.load(home / "hpc-finetune" / "runs" / "demo")  # written through store.py's format
     assert campaign.kind == "chain" and [m.run_id for m in campaign.members] == ["demo-train"]
     assert campaign.extra["chain"] == ["prepare", "train", "merge", "eval"]
+
+
+def test_a_sweep_whose_second_prepare_job_cannot_be_queued_leaves_nothing_behind(demo, home, capsys, monkeypatch):
+    """The failure comes inside the sweep's own submission (its before_submit hook): the sweep removes its campaign
+    and members, and the prepare job already queued goes with them (no record of a campaign that does not exist)."""
+    from hpc_finetune.records import Registry
+
+    real = chain.queue_stage
+    seen = []
+
+    def queue_stage(*args, **kwargs):
+        if (args[4] if len(args) > 4 else kwargs["stage"]) == "prepare":
+            seen.append(1)
+            if len(seen) == 2:
+                raise UserError("injected: the second prepare job was refused", source="test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chain, "queue_stage", queue_stage)
+    rc, err = run_cli(capsys, "sweep", str(demo / "run.yaml"), "--grid", "training.max_length=32,64", "--prepare",
+                      "--then", "merge", "--name", "rb2", "--no-check")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "second prepare job was refused" in err, err
+    assert len(seen) == 2  # one prepare job per tokenized cache: the first was queued before the refusal
+    runs = home / "hpc-finetune" / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == [], list(runs.iterdir())
+    assert Registry().rows() == []
