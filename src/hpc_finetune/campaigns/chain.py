@@ -37,7 +37,7 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from hpc_finetune.campaigns.stages import STAGES, chain_of, parse_then
 from hpc_finetune.errors import UserError
@@ -47,6 +47,9 @@ from hpc_finetune import cachekey, layout
 from hpc_finetune.records import Registry, RunRecord, now
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import CANCELLED
+
+if TYPE_CHECKING:
+    from hpc_finetune.campaigns.sweep import SweepPlan
 
 PROGRAM_FILE = "program.pkl"  # a held local job's node program (the local runner submits it later)
 BASE_MAX = 50  # room for "-prepare" / "-2" within a run name's 64 characters
@@ -366,7 +369,7 @@ def prepare_names(campaign: str, n: int) -> list[str]:
     return [f"{base}-prepare"] if n == 1 else [f"{base}-prepare-{i + 1}" for i in range(n)]
 
 
-def describe_prepares(plan, opts: StageOptions) -> str:
+def describe_prepares(plan: "SweepPlan", opts: StageOptions) -> str:
     """What `sweep --dry-run` says about the stages: the chain, and with --prepare each prepare job (one per
     distinct tokenized cache among the members, cachekey.groups) with the tasks it tokenizes for."""
     chain = chain_of(opts.then, prepare=opts.prepare, select=opts.follow == "best" and bool(opts.then))
