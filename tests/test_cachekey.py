@@ -65,3 +65,29 @@ def test_the_fingerprint_separates_exactly_the_members_the_grouping_separates(ho
         by_print.setdefault(fp, []).append(i)
     groups = cachekey.groups(plan.configs)
     assert sorted(by_print.values()) == sorted(groups) and len(groups) == 2 * 2 * 2  # length x packing x seed
+
+
+def test_sweep_with_prepare_imports_no_training_library(home, demo_dir, tmp_path):
+    """The grouping runs on the login node: `sweep --prepare` over a field of the cache key (two prepare jobs queued,
+    then the merge stage refused so nothing runs) loads no training library. A fresh process, as a user's shell."""
+    import shutil
+    import subprocess
+    import sys
+
+    demo = tmp_path / "demo"
+    shutil.copytree(demo_dir, demo)
+    argv = ["sweep", str(demo / "run.yaml"), "--grid", "training.max_length=32,64", "--prepare", "--then", "merge",
+            "--name", "imp", "--no-check"]
+    code = ("import sys\nfrom hpc_finetune.campaigns import chain\nfrom hpc_finetune.errors import UserError\n"
+            "real = chain.queue_stage\n"
+            "def refuse(*a, **k):\n"
+            "    if a[4] == 'merge':\n        raise UserError('refused', source='test')\n"
+            "    return real(*a, **k)\n"
+            "chain.queue_stage = refuse\n"
+            "from hpc_finetune.cli.main import main\n"
+            f"rc = main({argv!r})\n"
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl', 'peft', 'wandb') if m in sys.modules]\n"
+            "print('RC=%s HEAVY=%s' % (rc, ','.join(heavy)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "RC=2 HEAVY=\n" in proc.stdout, proc.stdout + proc.stderr
+    assert len(list((home / "hpc-finetune" / "runs").glob("imp-prepare-*"))) == 2  # the grouping did run
