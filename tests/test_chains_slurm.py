@@ -145,3 +145,68 @@ def test_a_failed_stage_is_requeued_alone_once_fixed_and_the_next_waits_on_it(ho
     assert rec["segments"][0]["job_id"] == first_report_job and rec["dependency"] == f"afterok:{new_eval}"
     acct = sacct([new_eval, rec["segments"][-1]["job_id"]])
     assert when(acct[rec["segments"][-1]["job_id"]]["start"]) >= when(acct[new_eval]["end"])
+
+
+def test_sweep_prepares_once_per_tokenized_cache_and_the_array_waits_on_all_of_them(home, devcluster, demo):
+    """A grid over training.max_length with --prepare: two prepare jobs (one per tokenized cache), the array queued
+    with afterok on both (slurmctld's own view of it), each member's record listing them. Nothing is left queued."""
+    out = cli("sweep", "--cluster", "devcluster", "--gpus", "0", str(demo / "run.yaml"), "--grid",
+              "training.max_length=32,64", "--prepare", "--name", "mlq", "--no-check", "--set",
+              "logging.wandb=disabled", "--set", "training.max_steps=2", check=True).stdout
+    c = re.search(r"submitted campaign (\S+): 2 member\(s\) as job array (\d+)", out)
+    assert c, out
+    campaign, array = c.group(1), c.group(2)
+    preps = dict(re.findall(rf"prepare\s+({campaign}-prepare-\d)\s+job (\d+)", out))
+    assert sorted(preps) == [f"{campaign}-prepare-1", f"{campaign}-prepare-2"], out
+    try:
+        rows = rows_of(campaign)
+        members = [r for r in rows.values() if r.get("member") is not None]
+        assert len(members) == 2
+        for m in members:
+            rec = json.loads((Path(m["run_dir"]) / "record.json").read_text())
+            assert rec["after"] == sorted(preps) and rec["dependency"] == \
+                "afterok:" + ":".join(preps[p] for p in sorted(preps))
+        script = (Path(members[0]["run_dir"]).parent / campaign / "array.sh").read_text()
+        assert f"#SBATCH --dependency=afterok:{preps[sorted(preps)[0]]}:{preps[sorted(preps)[1]]}\n" in script
+        # each prepare tokenizes from a member's config: one per length
+        lengths = {re.search(r"max_length: (\d+)\n", (Path(rows[p]["run_dir"]) / "run.yaml").read_text()).group(1)
+                   for p in preps}
+        assert lengths == {"32", "64"}
+    finally:
+        cli("cancel", campaign)
+    wait_for("nothing of the campaign queued", lambda: queued([array, *preps.values()]) == [], timeout=60)
+
+
+def test_a_sweep_whose_stages_cannot_be_queued_cancels_its_array_and_prepare_on_slurm(home, devcluster, demo,
+                                                                                     monkeypatch, capsys):
+    """The merge job is refused (injected) after the prepare job, the array and the select job were queued: all of
+    them are cancelled (the array by its id), every record says why, the CLI says one line."""
+    from hpc_finetune.campaigns import chain
+    from hpc_finetune.cli.main import main
+    from hpc_finetune.errors import UserError
+    from hpc_finetune.records import Registry
+
+    real = chain.queue_stage
+
+    def queue_stage(*args, **kwargs):
+        if (args[4] if len(args) > 4 else kwargs["stage"]) == "merge":
+            raise UserError("injected: the merge job was refused", source="test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chain, "queue_stage", queue_stage)
+    rc = main(["sweep", "--cluster", "devcluster", "--gpus", "0", str(demo / "run.yaml"), "--grid",
+               "training.learning_rate=1e-3,3e-3", "--prepare", "--then", "merge", "--name", "rbs", "--no-check",
+               "--set", "logging.wandb=disabled"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines() == ["hpc-finetune sweep: error: test: injected: the merge job was "
+                                                    "refused"], err
+    records = [json.loads((Path(r["run_dir"]) / "record.json").read_text())
+               for r in Registry().campaign_rows(next(
+                   r["campaign"] for r in Registry().rows() if r["campaign"] and r["campaign"].startswith("rbs")))]
+    assert sorted(r["kind"] for r in records) == ["prepare", "select", "train", "train"], records
+    assert {(r["state"], r["reason"]) for r in records} == {("cancelled", chain.QUEUE_FAILED)}
+    jobs = [r["segments"][-1]["job_id"] for r in records]
+    array = {j.split("_")[0] for j in jobs if "_" in j}
+    assert len(array) == 1  # the members are the array's tasks
+    wait_for("nothing of it queued any more", lambda: queued([*array, *(j for j in jobs if "_" not in j)]) == [],
+             timeout=60)

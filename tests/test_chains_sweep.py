@@ -87,3 +87,65 @@ def test_follow_every_merges_each_member_after_its_own_training(demo, home):
     assert {k: v["state"] for k, v in state.items()} == {"sw-m0": "completed", "sw-m1": "failed",
                                                            "sw-m0-merge": "completed", "sw-m1-merge": "skipped"}
     assert state["sw-m1-merge"]["reason"] == "train failed"
+
+
+def test_sweep_over_max_length_prepares_each_tokenized_cache_once_and_every_member_finds_it(demo, home):
+    """--prepare with a grid over a field of the cache key: one prepare job per distinct cache (tokenizing from a
+    member's config), the members wait on all of them, and each member's training is a cache hit."""
+    from conftest import cli
+
+    out = cli("sweep", str(demo / "run.yaml"), "--grid", "training.max_length=32,64", "--prepare", "--name", "ml",
+              "--no-check", "--set", "training.max_steps=2", "--set", "training.logging_steps=1",
+              "--set", "logging.wandb=disabled", check=True).stdout
+    assert "ml-prepare-1" in out and "ml-prepare-2" in out, out
+    runs = home / "hpc-finetune" / "runs"
+    state_file = runs / "ml" / "runner" / "state.json"
+    wait_for("the campaign to end", lambda: state_file.exists() and all(
+        v["state"] in ("completed", "failed", "skipped") for v in json.loads(state_file.read_text()).values()),
+        timeout=900, every=2)
+    state = json.loads(state_file.read_text())
+    preps = ["ml-prepare-1", "ml-prepare-2"]
+    members = sorted(k for k in state if k not in preps)
+    assert len(members) == 2 and {v["state"] for v in state.values()} == {"completed"}, state
+    logs = {p: next((runs / p / "jobs").glob("*_0_log.out")).read_text() for p in preps}
+    fingerprints = set()
+    for p in preps:
+        assert "tokenized cache miss" in logs[p], logs[p]
+        fingerprints.add(logs[p].split("(fingerprint ")[1].split(";")[0])
+    assert len(fingerprints) == 2  # two different caches, each built once
+    for m in members:
+        rec = json.loads((runs / m / "record.json").read_text())
+        assert rec["after"] == preps  # the members (the array) wait on both
+        assert all(state[m]["started"] >= state[p]["ended"] for p in preps)
+        summary = json.loads((runs / m / "output" / "summary.json").read_text())
+        assert summary["tokenized_cache"] == "hit", (m, summary)  # no member tokenized on its (GPU) node
+    lengths = {yaml_value(runs / p / "run.yaml", "training", "max_length") for p in preps}
+    assert lengths == {32, 64}  # each prepare tokenized from a member's config
+
+
+def yaml_value(path: Path, *keys: str):
+    import yaml
+
+    value = yaml.safe_load(path.read_text())
+    for k in keys:
+        value = value[k]
+    return value
+
+
+def test_sweep_dry_run_describes_one_prepare_per_tokenized_cache(demo, home):
+    from hpc_finetune.campaigns.chain import StageOptions, describe_prepares
+    from hpc_finetune.campaigns.sweep import SweepRequest, plan_sweep
+    from hpc_finetune.records import Registry
+
+    opts = StageOptions(prepare=True, then=("merge",))
+    two = plan_sweep(SweepRequest(config=demo / "run.yaml", sets=[], grid=["training.max_length=32,64"],
+                                  name="ml", check=False), Registry())
+    text = describe_prepares(two, opts)
+    assert "# stages: prepare -> train -> select -> merge" in text
+    assert "ml-prepare-1: tokenizes the data of task(s) 0" in text and "ml-prepare-2: tokenizes the data of " \
+        "task(s) 1" in text and "waits on all 2 (afterok)" in text
+    one = plan_sweep(SweepRequest(config=demo / "run.yaml", sets=[], grid=["training.learning_rate=1e-3,3e-3"],
+                                  name="lr", seeds=2, check=False), Registry())
+    text = describe_prepares(one, opts)
+    assert "lr-prepare: tokenizes the data of task(s) 0,1,2,3" in text and "waits on it (afterok)" in text
+    assert not (home / "hpc-finetune").exists()  # nothing created

@@ -20,7 +20,10 @@ API (submit calls it; sweeps' `sweep` calls ``options_from_args`` and ``sweep_wi
         queue the stages after already-queued training run(s) ``follows``: one chain after a plain run; after a
         sweep (``sweep`` = the array's job id) a select job (afterany) then one chain, or one chain per member
         (opts.follow == "every")
-    sweep_with_stages(req, registry, opts)              `sweep` with stages: submit_sweep's hooks + queue_stages
+    sweep_with_stages(req, registry, opts)              `sweep` with stages: submit_sweep's hooks + queue_stages;
+                                                        one prepare job per distinct tokenized cache (cachekey.py)
+    describe_prepares(plan, opts) -> str                what `sweep --dry-run` says about the stages
+    roll_back(registry, records, array=None)            nothing half-queued: cancel, mark CANCELLED with the reason
 
 A run that gets a new job later (`hpc-finetune requeue`) has its stages re-wired by campaigns/rewire.py.
 """
@@ -34,20 +37,23 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from hpc_finetune.campaigns.stages import STAGES, chain_of, parse_then
 from hpc_finetune.errors import UserError
 from hpc_finetune.jobspec import JobSpec, gpus_asked, resolve
 from hpc_finetune.profile import ClusterProfile
-from hpc_finetune import layout
-from hpc_finetune.files import write_atomic
+from hpc_finetune import cachekey, layout
 from hpc_finetune.records import Registry, RunRecord, now
 from hpc_finetune.runconfig import RunConfig
 from hpc_finetune.states import CANCELLED
 
+if TYPE_CHECKING:
+    from hpc_finetune.campaigns.sweep import SweepPlan
+
 PROGRAM_FILE = "program.pkl"  # a held local job's node program (the local runner submits it later)
 BASE_MAX = 50  # room for "-prepare" / "-2" within a run name's 64 characters
+QUEUE_FAILED = "the chain could not be queued"  # the reason of every job cancelled because a later one failed
 
 
 @dataclass
@@ -145,8 +151,9 @@ def check_stages(profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, so
         where = f"{source} (the {stage} stage: profile `stages`, --stage-partition/--stage-time)"
         resolve(stage_profile(profile, stage, opts), stage_config(profile, cfg, stage, opts), Path("/nonexistent"),
                 source=where)
-    # a sweep's --prepare is one job before the array: members that differ only in settings outside the cache key
-    # (learning rate, rank, training.seed: see train/data.split_seed) all find its cache
+    # a sweep's --prepare is one job per distinct tokenized cache among the members (cachekey.groups): members
+    # that differ only in settings outside the cache key (learning rate, rank, training.seed unless it draws the
+    # eval split) share one
     return names
 
 
@@ -173,7 +180,7 @@ def _submit_or_hold(registry: Registry, runs_root: Path, name: str, build: Calla
 def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, stage: str, *,
                 runs_root: Path, base: str, campaign: str, campaign_dir: Path, chain: tuple[str, ...],
                 after: list[RunRecord], target: Optional[RunRecord], source: str,
-                dependency: Optional[str] = None) -> RunRecord:
+                dependency: Optional[str] = None, name: Optional[str] = None) -> RunRecord:
     """Render, write and queue (or hold, locally) one stage job after the jobs of ``after``."""
     from hpc_finetune.render import job_python, job_script
     from hpc_finetune.runs import NewRun, config_yaml, profile_yaml
@@ -206,24 +213,33 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
                       files={layout.RUN_YAML: config_yaml(scfg), layout.PROFILE_YAML: profile_yaml(sprofile),
                              layout.JOB_SCRIPT: script})
 
-    return _submit_or_hold(registry, runs_root, f"{base}-{stage}", build, profile.scheduler)
+    return _submit_or_hold(registry, runs_root, name or f"{base}-{stage}", build, profile.scheduler)
 
 
 def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions,
                  campaign_dir: Path, follows: list[RunRecord], *, source: str, sweep: Optional[str] = None,
-                 prepared: Optional[RunRecord] = None, max_parallel: int = 0) -> list[RunRecord]:
+                 prepared: Sequence[RunRecord] = (), max_parallel: int = 0,
+                 out: Optional[list[RunRecord]] = None) -> list[RunRecord]:
     """Queue the stages of ``opts.then`` after the queued training run(s) ``follows`` (the campaign's members).
-    Returns the stage records in queuing order.
+    Returns the stage records in queuing order; ``out``, if given, gets each one as soon as it is queued (so a
+    caller can roll back the ones queued before a failure).
 
     On the local profile the runs are held (``create_run(..., hold=True)`` and ``save_program``: no job yet) and
-    this starts the ONE local runner that owns them all: ``prepared``, every run of ``follows`` (a local sweep's
-    members: pass them held, start no runner of your own; ``max_parallel`` bounds how many jobs run at once) and
-    the stages. ``sweep``: the array's job id on Slurm; on the local profile any non-None value (e.g. "local")."""
+    this starts the ONE local runner that owns them all: the prepare jobs ``prepared``, every run of ``follows``
+    (a local sweep's members: pass them held, start no runner of your own; ``max_parallel`` bounds how many jobs
+    run at once) and the stages. ``sweep``: the array's job id on Slurm; on the local profile any non-None value
+    (e.g. "local")."""
     campaign = campaign_dir.name
     runs_root = campaign_dir.parent
     select = sweep is not None and opts.follow == "best" and bool(opts.then)
     chain = chain_of(opts.then, prepare=opts.prepare, select=select)
     queued: list[RunRecord] = []
+
+    def add(rec: RunRecord) -> None:
+        queued.append(rec)
+        if out is not None:
+            out.append(rec)
+
     chains: list[tuple[str, list[RunRecord], Optional[RunRecord]]] = []  # (base name, jobs before, target run)
     if select:
         # afterany on the array job itself: it fires once every task has ended, however (afterok never would
@@ -231,7 +247,7 @@ def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, op
         sel = queue_stage(registry, profile, cfg, opts, "select", runs_root=runs_root, base=campaign[:BASE_MAX],
                           campaign=campaign, campaign_dir=campaign_dir, chain=chain, after=follows, target=None,
                           source=source, dependency=f"afterany:{sweep}" if profile.scheduler == "slurm" else "")
-        queued.append(sel)
+        add(sel)
         chains.append((campaign[:BASE_MAX], [sel], None))
     elif sweep is None or opts.follow == "every":
         chains += [((f.run_id if sweep is not None else campaign)[:BASE_MAX], [f], f) for f in follows]
@@ -239,13 +255,12 @@ def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, op
         for stage in opts.then:
             rec = queue_stage(registry, profile, cfg, opts, stage, runs_root=runs_root, base=base, campaign=campaign,
                               campaign_dir=campaign_dir, chain=chain, after=before, target=target, source=source)
-            queued.append(rec)
+            add(rec)
             before = [rec]
     if profile.scheduler == "local":
         from hpc_finetune.campaigns.localchain import start_runner
 
-        start_runner(campaign_dir, ([prepared] if prepared else []) + list(follows) + queued,
-                     max_parallel=max_parallel)
+        start_runner(campaign_dir, list(prepared) + list(follows) + queued, max_parallel=max_parallel)
     return queued
 
 
@@ -253,14 +268,12 @@ def write_campaign(campaign_dir: Path, profile: ClusterProfile, cfg: RunConfig, 
                    chain: tuple[str, ...], jobs: list[RunRecord]) -> None:
     """CAMPAIGN/campaign.json of a chain, in the sweeps' campaign format (campaigns/store.py: kind "chain", the
     training run as its one member; the stage jobs in ``extra``)."""
-    import json
+    from hpc_finetune.campaigns.store import Campaign, CampaignMember
 
-    data = {"campaign_id": campaign_dir.name, "name": cfg.name, "kind": "chain", "campaign_dir": str(campaign_dir),
-            "cluster": profile.name, "scheduler": profile.scheduler, "created": now(), "config": config, "grid": [],
-            "max_parallel": None, "array_job_id": "",
-            "members": [{"index": 0, "run_id": train.run_id, "values": {}}],
-            "extra": {"chain": list(chain), "jobs": {r.run_id: r.kind for r in jobs}}}
-    write_atomic(campaign_dir / "campaign.json", json.dumps(data, indent=1) + "\n")
+    Campaign(campaign_id=campaign_dir.name, name=cfg.name, kind="chain", campaign_dir=str(campaign_dir),
+             cluster=profile.name, scheduler=profile.scheduler, created=now(), config=config, grid=[],
+             max_parallel=None, array_job_id="", members=[CampaignMember(0, train.run_id, {})],
+             extra={"chain": list(chain), "jobs": {r.run_id: r.kind for r in jobs}}).save()
 
 
 def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, *,
@@ -272,7 +285,6 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
     from hpc_finetune.jobspec import runs_root
     from hpc_finetune.records import claim_run_dir
     from hpc_finetune.runs import NewRun, create_run, prepare_at
-    from hpc_finetune.scheduler import get_scheduler
 
     root = runs_root(profile)
     campaign_dir = claim_run_dir(registry, root, cfg.name[:BASE_MAX])
@@ -302,30 +314,85 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
         train = create_run(registry, root, f"{campaign}-train", build, hold=local)
         created.append(train)
         write_campaign(campaign_dir, profile, cfg, source, train, chain, created)
-        created += queue_stages(registry, profile, cfg, opts, campaign_dir, [train], source=source,
-                                prepared=prepared)
+        queue_stages(registry, profile, cfg, opts, campaign_dir, [train], source=source,
+                     prepared=[prepared] if prepared else [], out=created)
         write_campaign(campaign_dir, profile, cfg, source, train, chain, created)
     except BaseException:
         if not created:  # nothing queued or recorded: leave nothing behind
             shutil.rmtree(campaign_dir, ignore_errors=True)
-        for rec in created:  # recorded runs stay recorded, their jobs cancelled, saying why
-            if rec.segments:
-                try:
-                    get_scheduler(rec.scheduler).cancel(rec.job_id, Path(rec.run_dir))
-                except UserError:
-                    pass
-            rec.state, rec.reason = CANCELLED, "the chain could not be queued"
-            rec.save()
-            registry.upsert(rec)
+        roll_back(registry, created)
         raise
     return campaign_dir, created
 
 
+def roll_back(registry: Registry, records: Sequence[RunRecord], *,
+              array: Optional[tuple[str, str, Path]] = None, forget: bool = False) -> None:
+    """Nothing half-queued (queue_chain, sweep_with_stages): cancel the jobs of ``records`` already queued and mark
+    every record CANCELLED, saying why (they stay recorded, so `status` shows what happened). ``array``
+    (scheduler, job id, folder): a sweep's job array, cancelled once by its id (its members' jobs are its tasks).
+    ``forget``: also drop the records and their folders (their campaign itself was rolled back). A held local run
+    has no job to cancel: the local runner that would start it is started last, once everything is queued, and
+    it never starts a CANCELLED run that has no job."""
+    from hpc_finetune.scheduler import get_scheduler
+
+    def cancel(scheduler: str, job_id: str, where: Path) -> None:
+        try:
+            get_scheduler(scheduler).cancel(job_id, where)
+        except (UserError, OSError):  # already gone; the record still says CANCELLED
+            pass
+
+    if array and array[1]:
+        cancel(*array)
+    for rec in records:
+        if rec.segments and not (array and array[1] and rec.job_id.startswith(f"{array[1]}_")):
+            cancel(rec.scheduler, rec.job_id, Path(rec.run_dir))
+        if forget:
+            registry.forget([rec.run_id])
+            shutil.rmtree(rec.run_dir, ignore_errors=True)
+            continue
+        rec.state, rec.reason = CANCELLED, QUEUE_FAILED
+        rec.save()
+        registry.upsert(rec)
+
+
+def member_config(rec: RunRecord) -> RunConfig:
+    """A sweep member's whole config, as its job will read it (RUN_DIR/run.yaml)."""
+    from hpc_finetune.runconfig import load_run_config
+
+    return load_run_config(Path(rec.run_dir) / layout.RUN_YAML, [])
+
+
+def prepare_names(campaign: str, n: int) -> list[str]:
+    """The prepare jobs' run names: CAMPAIGN-prepare when the members share one tokenized cache, else
+    CAMPAIGN-prepare-1, -2, ... (one per distinct cache, in the order of the first member using it)."""
+    base = campaign[:BASE_MAX]
+    return [f"{base}-prepare"] if n == 1 else [f"{base}-prepare-{i + 1}" for i in range(n)]
+
+
+def describe_prepares(plan: "SweepPlan", opts: StageOptions) -> str:
+    """What `sweep --dry-run` says about the stages: the chain, and with --prepare each prepare job (one per
+    distinct tokenized cache among the members, cachekey.groups) with the tasks it tokenizes for."""
+    chain = chain_of(opts.then, prepare=opts.prepare, select=opts.follow == "best" and bool(opts.then))
+    lines = ["# stages: " + " -> ".join(chain)]
+    if opts.prepare:
+        groups = cachekey.groups(plan.configs)
+        for name, group in zip(prepare_names(plan.campaign_id, len(groups)), groups):
+            lines.append(f"#   {name}: tokenizes the data of task(s) "
+                         + ",".join(str(plan.members[i].index) for i in group))
+        lines.append("#   the array waits on " + ("it (afterok)" if len(groups) == 1 else
+                                                   f"all {len(groups)} (afterok): the members' tokenized caches "
+                                                   "differ (data, max_length, tokenizer, packing or split seed)"))
+    return "\n".join(lines)
+
+
 def sweep_with_stages(req, registry: Registry, opts: StageOptions) -> tuple[object, list[RunRecord], list[RunRecord]]:
-    """`sweep ... --prepare/--then/--follow`: the sweeps' ``campaigns.sweep.submit_sweep`` with the stages around it
-    (its ``before_submit`` hook queues the prepare job and makes the array wait on it; on the local profile the
-    members stay held for the one runner ``queue_stages`` starts). Returns (campaign, members, stage jobs).
-    UNVERIFIED in the stages branch (campaigns/sweep.py is the sweeps branch's): written against its hooks."""
+    """`sweep ... --prepare/--then/--follow`: the sweeps' ``campaigns.sweep.submit_sweep`` with the stages around it.
+    Its ``before_submit`` hook queues the prepare jobs, ONE per distinct tokenized cache among the members
+    (cachekey.groups over their run.yaml: e.g. a grid over training.max_length needs one per length, one over the
+    learning rate needs one), each tokenizing from a config equal to a member's, and makes the array wait on all
+    of them (afterok:P1:P2; the members' records list them in ``after``); on the local profile the members stay
+    held for the one runner ``queue_stages`` starts. Returns (campaign, members, stage jobs: prepares first).
+    If a job cannot be queued, everything already queued is cancelled (roll_back) and the error raised."""
     from hpc_finetune.campaigns.sweep import submit_sweep
     from hpc_finetune.runs import RunRequest, load_request
 
@@ -337,26 +404,40 @@ def sweep_with_stages(req, registry: Registry, opts: StageOptions) -> tuple[obje
     check_stages(profile, cfg, opts, source, sweep=True)
     local = profile.scheduler == "local"
     chain = chain_of(opts.then, prepare=opts.prepare, select=opts.follow == "best")
-    held: dict[str, RunRecord] = {}
+    preps: list[RunRecord] = []
 
     def before_submit(campaign_dir: Path, members: list[RunRecord]) -> list[tuple[str, Optional[str]]]:
         if not opts.prepare:
             return []
-        prep = queue_stage(registry, profile, cfg, opts, "prepare", runs_root=campaign_dir.parent,
-                           base=campaign_dir.name[:BASE_MAX], campaign=campaign_dir.name, campaign_dir=campaign_dir,
-                           chain=chain, after=[], target=None, source=source)
-        held["prepare"] = prep
-        dependency = "" if local else dependency_value("train", [prep.job_id])
+        configs = [member_config(rec) for rec in members]
+        groups = cachekey.groups(configs)
+        for name, group in zip(prepare_names(campaign_dir.name, len(groups)), groups):
+            preps.append(queue_stage(registry, profile, configs[group[0]], opts, "prepare",
+                                     runs_root=campaign_dir.parent, base=campaign_dir.name[:BASE_MAX],
+                                     campaign=campaign_dir.name, campaign_dir=campaign_dir, chain=chain, after=[],
+                                     target=None, source=source, name=name))
+        dependency = "" if local else dependency_value("train", [p.job_id for p in preps])
         for rec in members:
-            rec.after, rec.dependency = [prep.run_id], dependency
+            rec.after, rec.dependency = [p.run_id for p in preps], dependency
             rec.save()
         return dependency_options(dependency)
 
-    campaign, members = submit_sweep(req, registry, before_submit=before_submit, start_local_runner=False)
-    stages = queue_stages(registry, profile, cfg, opts, Path(campaign.campaign_dir), members, source=source,
-                          sweep=campaign.array_job_id or "local", prepared=held.get("prepare"),
-                          max_parallel=getattr(req, "max_parallel", None) or 0)
-    return campaign, members, ([held["prepare"]] if "prepare" in held else []) + stages
+    try:
+        campaign, members = submit_sweep(req, registry, before_submit=before_submit, start_local_runner=False)
+    except BaseException:  # submit_sweep removed the campaign and its members: the prepare jobs go with them
+        roll_back(registry, preps, forget=True)
+        raise
+    stages: list[RunRecord] = []
+    try:
+        queue_stages(registry, profile, cfg, opts, Path(campaign.campaign_dir), members, source=source,
+                     sweep=campaign.array_job_id or "local", prepared=preps,
+                     max_parallel=getattr(req, "max_parallel", None) or 0, out=stages)
+    except BaseException:
+        array = (profile.scheduler, campaign.array_job_id, Path(campaign.campaign_dir)) \
+            if campaign.array_job_id else None
+        roll_back(registry, [*preps, *members, *stages], array=array)
+        raise
+    return campaign, members, preps + stages
 
 
 def print_chain(campaign_dir: Path, records: list[RunRecord]) -> None:

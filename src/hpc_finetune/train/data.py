@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_finetune import __version__
+from hpc_finetune import __version__, cachekey
 from hpc_finetune.dataformat import LOADERS, missing_field, unsupported_suffix, value_problem
 from hpc_finetune.envvars import TOKENIZED_CACHE
 from hpc_finetune.errors import UserError
@@ -122,33 +122,23 @@ def _file_identity(path: Optional[str]) -> Any:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def split_seed(cfg: RunConfig) -> Optional[int]:
-    """The seed the cached data depend on: only the eval split drawn from the training data (``eval_fraction`` with
-    no ``eval_file``) uses it; tokenizing and packing do not. So runs that differ only in ``training.seed`` (a sweep's
-    ``--seeds``) share one tokenized cache, except where each seed holds out different rows."""
-    d = cfg.data
-    return cfg.training.seed if d.eval_fraction > 0 and not d.eval_file else None
+split_seed = cachekey.split_seed  # the one owner of what the cache key holds: hpc_finetune/cachekey.py
 
 
 def fingerprint(cfg: RunConfig, tokenizer: Any) -> str:
+    """The cache folder's name: the config's part of the key (cachekey.config_key) with its paths replaced by what
+    they hold (data files' identities, tokenizer files' hash), plus the layout and package versions and the loaded
+    tokenizer's vocabulary and template."""
     tok_dir = Path(cfg.model.tokenizer_path or cfg.model.path)
     tok_files = sorted(f.name for f in tok_dir.glob("*token*")) if tok_dir.is_dir() else []
     tok_hash = hashlib.sha256()
     for name in tok_files:
         tok_hash.update((tok_dir / name).read_bytes())
-    d = cfg.data
-    key = {
-        "v": CACHE_FORMAT, "code": __version__,
-        "train": _file_identity(d.train_file), "eval": _file_identity(d.eval_file), "name": d.dataset_name,
-        "splits": d.splits, "format": d.format, "text_field": d.text_field, "messages_field": d.messages_field,
-        "eval_fraction": d.eval_fraction, "completion_only": d.completion_only_loss,
-        "append_concat_token": d.append_concat_token, "add_special_tokens": d.add_special_tokens,
-        "max_samples": d.max_samples, "seed": split_seed(cfg),
-        "tokenizer": tok_hash.hexdigest(), "vocab": len(tokenizer), "template": tokenizer.chat_template,
-        "chat_format": cfg.model.chat_template_format, "max_length": cfg.training.max_length,
-        "packing": packing.layout(cfg),
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    key = cachekey.config_key(cfg)
+    key.update({"v": CACHE_FORMAT, "code": __version__,
+                "train": _file_identity(cfg.data.train_file), "eval": _file_identity(cfg.data.eval_file),
+                "tokenizer": tok_hash.hexdigest(), "vocab": len(tokenizer), "template": tokenizer.chat_template})
+    return cachekey.digest(key)
 
 
 # --- tokenize and pack ---------------------------------------------------------------------------------------------

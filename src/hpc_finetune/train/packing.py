@@ -25,15 +25,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from hpc_finetune import cachekey
 from hpc_finetune.errors import UserError
 from hpc_finetune.runconfig import RunConfig
 
 REAL_TOKENS = "num_real_tokens"  # batch key: tokens that are not padding (popped before the forward)
 
 
-def layout(cfg: RunConfig) -> Optional[str]:
-    """The row layout of the tokenized data: None (one sample per row), 'bfd', 'bfd_split' or 'wrapped'."""
-    return cfg.training.packing_strategy if cfg.training.packing else None
+layout = cachekey.packing_layout  # the row layout (None, 'bfd', 'bfd_split', 'wrapped'): part of the cache key
 
 
 def pack(ids_all: list[list[int]], labels_all: list[list[int]], max_len: int, strategy: str) -> Any:
