@@ -91,7 +91,7 @@ def requeue_campaign(registry: Registry, campaign: Campaign,
     submitted = now()
     for rec in again:
         rec.segments.append(Segment(job_id=f"{array_id}_{rec.member}", started_by="requeue", submitted=submitted))
-        rec.state, rec.reason = PENDING, ""
+        rec.state, rec.reason, rec.dependency = PENDING, "", ""  # the new array waits on nothing
         rec.requeues += 1
         rec.save()
         registry.upsert(rec)
