@@ -31,7 +31,7 @@ def cancel_campaign(registry: Registry, campaign: Campaign, records: list[RunRec
     if not live and not held and not runners:
         raise UserError(f"campaign {campaign.campaign_id} has no live job; nothing to cancel", source="cancel")
     scheduler = get_scheduler(campaign.scheduler)
-    ids = list(dict.fromkeys(array_of(r.job_id) if is_task(r.job_id) else r.job_id for r in live))
+    ids = list(dict.fromkeys(array_of(r.job_id) if is_task(r.job_id) else r.job_id for r in cancel_order(live)))
     for job_id in ids:
         scheduler.cancel(job_id, Path(campaign.campaign_dir))
     for rec in live:
@@ -41,13 +41,35 @@ def cancel_campaign(registry: Registry, campaign: Campaign, records: list[RunRec
     return ids
 
 
-def requeue_campaign(registry: Registry, campaign: Campaign, records: list[RunRecord]) -> tuple[str, list[RunRecord]]:
+def cancel_order(live: list[RunRecord]) -> list[RunRecord]:
+    """The order to cancel a campaign's live jobs in: the stages that wait on others first, the last of the chain
+    first (a select job waits ``afterany`` on the array: cancelling the array first would let it start), then the
+    members, then what they wait on (the prepare job)."""
+    by_age = sorted(live, key=lambda r: r.created)
+    stages = [r for r in by_age if r.kind != "train" and r.after]
+    members = [r for r in by_age if r.kind == "train"]
+    rest = [r for r in by_age if r not in stages and r not in members]
+    return [*reversed(stages), *members, *rest]
+
+
+def requeue_campaign(registry: Registry, campaign: Campaign,
+                     records: list[RunRecord]) -> tuple[str, list[RunRecord], list[str]]:
     """Start the members that ended without completing (failed, timeout, cancelled, stopped...) again, as ONE new
-    array of just those tasks (the campaign's array.sh, same --max-parallel), each resuming from its newest complete
-    checkpoint in its own run directory. Completed, running and pending members are left alone."""
+    array of just those tasks (the campaign's array.sh without its wait on the prepare job, written as
+    array-requeue-N.sh; same --max-parallel), each resuming from its newest complete checkpoint in its own run
+    directory. Completed, running and pending members are left alone. The stages after the members (a select and
+    its tail, or each re-queued member's own chain) are re-wired to the new array (rewire.rewire_after).
+    Returns (new array id, the members again, lines to print about the stages)."""
+    from hpc_finetune.campaigns.arrayscript import without_wait
+    from hpc_finetune.campaigns.rewire import rewire_after
     from hpc_finetune.campaigns.sweep import ARRAY_SCRIPT
+    from hpc_finetune.files import write_atomic
     from hpc_finetune.scheduler import get_scheduler
 
+    if campaign.kind == "sweep" and campaign.scheduler == "local":
+        raise UserError(f"campaign {campaign.campaign_id} runs on the local profile, where `requeue CAMPAIGN` is "
+                        "not supported; requeue its members one by one (`hpc-finetune requeue MEMBER`)",
+                        source="requeue")
     if campaign.kind != "sweep" or not campaign.array_job_id:
         raise UserError(f"campaign {campaign.campaign_id} is not a sweep; requeue its runs one by one",
                         source="requeue")
@@ -58,17 +80,22 @@ def requeue_campaign(registry: Registry, campaign: Campaign, records: list[RunRe
     indices = ",".join(str(r.member) for r in again)
     if campaign.max_parallel:
         indices += f"%{campaign.max_parallel}"
-    array_id = get_scheduler(campaign.scheduler).submit_array(
-        Path(campaign.campaign_dir) / ARRAY_SCRIPT, [], time_seconds=again[0].time_seconds, max_requeues=0,
-        indices=indices)
+    campaign_dir = Path(campaign.campaign_dir)
+    n = 1
+    while (campaign_dir / f"array-requeue-{n}.sh").exists():
+        n += 1
+    script = campaign_dir / f"array-requeue-{n}.sh"  # what this requeue submitted, beside the first array.sh
+    write_atomic(script, without_wait((campaign_dir / ARRAY_SCRIPT).read_text()))
+    array_id = get_scheduler(campaign.scheduler).submit_array(script, [], time_seconds=again[0].time_seconds,
+                                                              max_requeues=0, indices=indices)
     submitted = now()
     for rec in again:
         rec.segments.append(Segment(job_id=f"{array_id}_{rec.member}", started_by="requeue", submitted=submitted))
-        rec.state, rec.reason = PENDING, ""
+        rec.state, rec.reason, rec.dependency = PENDING, "", ""  # the new array waits on nothing
         rec.requeues += 1
         rec.save()
         registry.upsert(rec)
-    return array_id, again
+    return array_id, again, rewire_after(registry, again)
 
 
 def cancel_named(registry: Registry, name: str) -> str:
@@ -92,9 +119,9 @@ def requeue_named(registry: Registry, name: str) -> str:
     refresh(registry, records)
     if campaign.kind == "chain":
         return "\n".join(requeue_chain(registry, campaign, records))
-    array_id, again = requeue_campaign(registry, campaign, records)
-    return (f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
-            + ", ".join(f"{r.run_id} ({r.job_id})" for r in again))
+    array_id, again, lines = requeue_campaign(registry, campaign, records)
+    return "\n".join([f"campaign {campaign.campaign_id}: {len(again)} member(s) again as job array {array_id}: "
+                      + ", ".join(f"{r.run_id} ({r.job_id})" for r in again), *lines])
 
 
 def chain_root(records: list[RunRecord]) -> RunRecord | None:

@@ -15,6 +15,7 @@ already wrote one there (a requeued task, same id).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -76,3 +77,13 @@ def array_script(profile: ClusterProfile, spec: JobSpec, campaign: str, campaign
         var={"run_dir": envvars.RUN_DIR, "output_dir": envvars.ARRAY_OUTPUT_DIR, "job": envvars.ARRAY_MEMBER_JOB,
              "job_ref": "${" + envvars.ARRAY_MEMBER_JOB + "}"},
     )
+
+
+WAIT_LINE = re.compile(r"#SBATCH --(?:dependency|kill-on-invalid-dep)(?:=.*)?")  # chain.py dependency_options
+
+
+def without_wait(script: str) -> str:
+    """The array script without its ``#SBATCH`` wait on the campaign's prepare job, for a campaign's `requeue`: the
+    prepare job ended long ago and may be gone from slurmctld's memory, where sbatch refuses the dependency or
+    Slurm cancels the tasks for it (--kill-on-invalid-dep); its cache exists, or the member tokenizes by itself."""
+    return "".join(line for line in script.splitlines(keepends=True) if not WAIT_LINE.fullmatch(line.rstrip("\n")))

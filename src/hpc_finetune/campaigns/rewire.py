@@ -10,7 +10,10 @@ rendered again from its run.yaml and profile.yaml, its node program the one kept
 API::
 
     downstream(registry, rec) -> list[RunRecord]          the campaign's jobs waiting on ``rec``, in chain order
+    downstream_of(registry, recs) -> list[RunRecord]      the same for several (a sweep's re-queued members)
     rewire_after_requeue(registry, rec) -> list[str]      ``rec`` has a new job: its stages wait on it
+    rewire_after(registry, recs) -> list[str]             the same for several new jobs (a new array's tasks)
+    stage_dependency(kind, job_ids) -> str                what a stage waits on (afterany: whole arrays)
     requeue_stage(registry, rec) -> list[str]             `requeue` of a stage job (in place, or a new job)
     resubmit_stage(registry, scheduler, rec, dependency)  a new job for an ended stage, recorded as a requeue
 """
@@ -31,37 +34,64 @@ from hpc_finetune.states import LIVE, PENDING
 
 def downstream(registry: Registry, rec: RunRecord) -> list[RunRecord]:
     """The campaign's jobs that wait on ``rec``, directly or through others, in chain order."""
-    if not rec.campaign:
+    return downstream_of(registry, [rec])
+
+
+def downstream_of(registry: Registry, recs: list[RunRecord]) -> list[RunRecord]:
+    """The campaign's jobs that wait on any of ``recs`` (one campaign's), directly or through others, in chain
+    order; none of ``recs`` themselves."""
+    if not recs or not recs[0].campaign:
         return []
     from hpc_finetune.records import UnreadableRecord
 
     records = []
-    for row in registry.campaign_rows(rec.campaign):
+    for row in registry.campaign_rows(recs[0].campaign):
         try:
             records.append(RunRecord.load(Path(row["run_dir"])))
         except UnreadableRecord:
             continue
-    out, frontier = [], {rec.run_id}
+    frontier = {r.run_id for r in recs}
+    out = []
     for r in records:  # created in chain order: a job is queued after the ones it waits on
-        if frontier & set(r.after):
+        if r.run_id not in {x.run_id for x in recs} and frontier & set(r.after):
             out.append(r)
             frontier.add(r.run_id)
     return out
 
 
+def stage_dependency(kind: str, job_ids: list[str]) -> str:
+    """What a stage waits on. An ``afterany`` stage (select) waits on whole arrays: a member's array task id becomes
+    its array's id (every task of a campaign's array is one of its members, and an ended task satisfies afterany),
+    so a select after a re-queued sweep waits on ``afterany:OLD:NEW``, not on one entry per member."""
+    from hpc_finetune.campaigns.arrays import array_of, is_task
+    from hpc_finetune.campaigns.stages import STAGES
+
+    if kind in STAGES and STAGES[kind].after_any:
+        job_ids = [array_of(j) if is_task(j) else j for j in job_ids]
+    return dependency_value(kind, list(dict.fromkeys(job_ids)))
+
+
 def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
-    """``rec`` has a new job (``hpc-finetune requeue`` of an ended run): every stage after it waits on that job.
+    """``rec`` has a new job (``hpc-finetune requeue`` of an ended run): every stage after it waits on that job."""
+    return rewire_after(registry, [rec])
+
+
+def rewire_after(registry: Registry, recs: list[RunRecord]) -> list[str]:
+    """``recs`` (one campaign's runs) each have a new job (``requeue`` of an ended run; of a sweep's members, as the
+    tasks of one new array): every stage after them waits on those jobs, and on the live jobs it waited on besides.
     A stage still pending gets ``scontrol update JobId=X Dependency=afterok:NEW`` (dev cluster: works on a job
-    pending with DependencyNeverSatisfied); one that Slurm already cancelled for the failed dependency (an ended job
-    cannot be updated: "Job has already finished") gets a new job in its run directory. Returns lines to print."""
+    pending with DependencyNeverSatisfied); one that ended (it ran, or Slurm cancelled it for the failed dependency:
+    an ended job cannot be updated, "Job has already finished") gets a new job in its run directory, so a select
+    that chose among the first members chooses again. Returns lines to print."""
     from hpc_finetune.scheduler import get_scheduler
     from hpc_finetune.tracking import refresh
 
-    later = downstream(registry, rec)
+    later = downstream_of(registry, recs)
     if not later:
         return []
+    rec = recs[0]
     refresh(registry, later)
-    by_id = {rec.run_id: rec, **{r.run_id: r for r in later}}
+    by_id = {**{r.run_id: r for r in recs}, **{r.run_id: r for r in later}}
     lines = []
     if rec.scheduler == "local":
         from hpc_finetune.campaigns.localchain import start_runner
@@ -71,7 +101,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
                 r.state, r.reason = PENDING, ""
                 r.save()
                 registry.upsert(r)
-        start_runner(Path(rec.run_dir).parent / rec.campaign, [rec, *later], max_parallel=0)
+        start_runner(Path(rec.run_dir).parent / rec.campaign, [*recs, *later], max_parallel=0)
         return [f"  stage {r.run_id} ({r.kind}) will run after it again" for r in later]
     scheduler = get_scheduler(rec.scheduler)
     # what a stage also waits on outside this re-wired tail (a select job: the sweep's other members) stays in its
@@ -90,7 +120,7 @@ def rewire_after_requeue(registry: Registry, rec: RunRecord) -> list[str]:
         deps = [by_id[a].job_id for a in r.after if a in by_id]
         deps += [others[a].job_id for a in r.after
                  if a in others and others[a].state in LIVE and others[a].job_id]
-        dependency = dependency_value(r.kind, deps)
+        dependency = stage_dependency(r.kind, deps)
         if r.state in LIVE and r.segments:
             from hpc_finetune.scheduler.slurm import run as slurm_run
 
@@ -143,7 +173,7 @@ def requeue_stage(registry: Registry, rec: RunRecord) -> list[str]:
         except UserError:
             continue
     refresh(registry, before)
-    dependency = dependency_value(rec.kind, [b.job_id for b in before if b.job_id and b.state in LIVE])
+    dependency = stage_dependency(rec.kind, [b.job_id for b in before if b.job_id and b.state in LIVE])
     job_id = resubmit_stage(registry, get_scheduler(rec.scheduler), rec, dependency)
     lines = [f"{rec.kind} stage {rec.run_id}: new job {job_id}" + (f", waits on {dependency}" if dependency else "")]
     return lines + rewire_after_requeue(registry, rec)
