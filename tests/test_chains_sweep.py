@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import cli, wait_for
 
 pytest.importorskip("hpc_finetune.campaigns.ranking", reason="campaigns/ranking.py comes with the sweeps branch")
 pytestmark = pytest.mark.train
@@ -148,4 +148,9 @@ def test_sweep_dry_run_describes_one_prepare_per_tokenized_cache(demo, home):
                                   name="lr", seeds=2, check=False), Registry())
     text = describe_prepares(one, opts)
     assert "lr-prepare: tokenizes the data of task(s) 0,1,2,3" in text and "waits on it (afterok)" in text
+    # and what `sweep --dry-run --prepare` prints (stderr; the array script on stdout)
+    proc = cli("sweep", str(demo / "run.yaml"), "--grid", "training.max_length=32,64", "--name", "ml", "--prepare",
+               "--then", "merge", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "ml-prepare-2: tokenizes the data of task(s) 1" in proc.stderr and "#SBATCH" in proc.stdout
     assert not (home / "hpc-finetune").exists()  # nothing created

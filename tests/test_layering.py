@@ -33,9 +33,7 @@ LOGIN_TO_TRAIN = {
 # Known violations, each to be removed (the lead deletes the line when the fix is merged).
 ALLOWED_VIOLATIONS: set[tuple[str, str]] = set()
 # Modules still importing a compatibility package, each to be moved to the new path (then its line deleted).
-ALLOWED_SHIM_IMPORTS: set[tuple[str, str]] = {
-    ("hpc_finetune.campaigns.chain", "hpc_finetune.stagejob"),  # queue_stage: import hpc_finetune.job.stagejob
-}
+ALLOWED_SHIM_IMPORTS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -184,7 +184,7 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
     """Render, write and queue (or hold, locally) one stage job after the jobs of ``after``."""
     from hpc_finetune.render import job_python, job_script
     from hpc_finetune.runs import NewRun, config_yaml, profile_yaml
-    from hpc_finetune.stagejob import StageProgram
+    from hpc_finetune.job.stagejob import StageProgram
 
     sprofile = stage_profile(profile, stage, opts)
     scfg = stage_config(profile, cfg, stage, opts)

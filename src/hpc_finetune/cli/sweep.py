@@ -28,6 +28,11 @@ def run(args: argparse.Namespace) -> int:
         for note in plan.notes:
             print(note, file=sys.stderr)
         print(dry_run_note(plan), file=sys.stderr)
+        from hpc_finetune.campaigns.chain import describe_prepares, options_from_args
+
+        stages = options_from_args(args)
+        if stages is not None:
+            print(describe_prepares(plan, stages), file=sys.stderr)
         sys.stdout.write(plan.script)
         return 0
     from hpc_finetune.campaigns.chain import options_from_args, sweep_with_stages
