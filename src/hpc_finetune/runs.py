@@ -321,7 +321,14 @@ def cancel_run(run: str, *, registry: Optional[Registry] = None) -> RunRecord:
         return rec
     get_scheduler(rec.scheduler).cancel(rec.job_id, rec.path.parent)
     rec.reason = "cancelled by user"
+    from hpc_finetune.campaigns.arrays import is_task
+
+    if rec.state == State.PENDING and is_task(rec.job_id):
+        # an array task cancelled while still inside the array's pending record never gets a sacct row of its own
+        # (Slurm 22.05 only clears its bit), so nothing would ever tell `status` it ended: say it here
+        rec.state = rec.segments[-1].state = State.CANCELLED
     rec.save()
+    registry.upsert(rec)
     return rec
 
 

@@ -75,11 +75,17 @@ def query_ids(job_ids: Iterable[str]) -> list[str]:
 def group_rows(rows: Iterable[list[str]], id_column: int = 0) -> dict[str, list[list[str]]]:
     """sacct rows (fields already split, oldest first as ``--duplicates`` lists them) grouped by the job id each
     stands for (``id_column`` holds sacct's JobID): every instance of a job or array task, oldest first. A pending
-    ``6_[...]`` row counts for each task it names that has no row of its own after it."""
-    out: dict[str, list[list[str]]] = {}
+    ``6_[...]`` row counts only for the tasks it names that have no row of their own: a task that started never
+    goes back into the array's pending record, and that record's row can be stale. Slurm 22.05 rewrites its JobID
+    (the task list) only every 5 s (accounting_storage_slurmdbd.c's db-index pass), so when the array's record
+    has just become the last pending task and is cancelled in that window, sacct shows the OLD range with the NEW
+    state (``6_[2-3%2]  CANCELLED``) although task 2 is running under its own row."""
+    own: dict[str, list[list[str]]] = {}
+    ranged: dict[str, list[list[str]]] = {}
     for row in rows:
         if len(row) <= id_column:
             continue
-        for jid in expand(row[id_column]):
-            out.setdefault(jid, []).append(row)
-    return out
+        jid = row[id_column]
+        for task in expand(jid):
+            (own if task == jid else ranged).setdefault(task, []).append(row)
+    return {**ranged, **own}
