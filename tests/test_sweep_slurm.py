@@ -110,7 +110,7 @@ def test_sweep_is_one_array_bounded_ranked_and_one_member_survives_preemption(ho
     # campaigns/arrays.group_rows). Before both fixes this left member 3 pending or member 2 "cancelled".
     last = rows[3]["run_id"]
     assert f"cancelled job {array_id}_3 of run {last}" in cli("cancel", last, check=True).stdout
-    assert members("lr-r")[3]["state"] == "cancelled"
+    wait_for("member 3 cancelled", lambda: members("lr-r")[3]["state"] == "cancelled", timeout=60)
 
     def ended():
         rows = members("lr-r")
