@@ -91,7 +91,9 @@ def requeue_campaign(registry: Registry, campaign: Campaign,
     submitted = now()
     for rec in again:
         rec.segments.append(Segment(job_id=f"{array_id}_{rec.member}", started_by="requeue", submitted=submitted))
-        rec.state, rec.reason, rec.dependency = PENDING, "", ""  # the new array waits on nothing
+        # the new array waits on nothing: no prepare job either (a failed one would otherwise show the member as
+        # "skipped: prepare failed" in status, campaigns/skipping.py reads `after`)
+        rec.state, rec.reason, rec.dependency, rec.after = PENDING, "", "", []
         rec.requeues += 1
         rec.save()
         registry.upsert(rec)

@@ -341,11 +341,25 @@ def roll_back(registry: Registry, records: Sequence[RunRecord], *,
         except (UserError, OSError):  # already gone; the record still says CANCELLED
             pass
 
-    if array and array[1]:
+    from hpc_finetune.campaigns.actions import cancel_order
+
+    # in actions.cancel_order's order: the stages that wait on others (newest first), then the members (the array,
+    # once, by its id), then the prepare jobs: a select job waits `afterany` on the array and would start once the
+    # array is gone
+    in_array = lambda rec: bool(array and array[1] and rec.job_id.startswith(f"{array[1]}_"))  # noqa: E731
+    array_cancelled = False
+    for rec in cancel_order(list(records)):
+        if rec.kind == "train" and array and array[1]:
+            if not array_cancelled:
+                cancel(*array)
+                array_cancelled = True
+            if in_array(rec):
+                continue
+        if rec.segments:
+            cancel(rec.scheduler, rec.job_id, Path(rec.run_dir))
+    if array and array[1] and not array_cancelled:
         cancel(*array)
     for rec in records:
-        if rec.segments and not (array and array[1] and rec.job_id.startswith(f"{array[1]}_")):
-            cancel(rec.scheduler, rec.job_id, Path(rec.run_dir))
         if forget:
             registry.forget([rec.run_id])
             shutil.rmtree(rec.run_dir, ignore_errors=True)

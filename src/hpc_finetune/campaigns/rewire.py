@@ -29,7 +29,7 @@ from hpc_finetune.files import write_atomic
 from hpc_finetune.jobspec import resolve
 from hpc_finetune.records import Registry, RunRecord, Segment, load_record, now
 from hpc_finetune.scheduler.base import Scheduler
-from hpc_finetune.states import LIVE, PENDING
+from hpc_finetune.states import LIVE, PENDING, RUNNING
 
 
 def downstream(registry: Registry, rec: RunRecord) -> list[RunRecord]:
@@ -121,15 +121,21 @@ def rewire_after(registry: Registry, recs: list[RunRecord]) -> list[str]:
         deps += [others[a].job_id for a in r.after
                  if a in others and others[a].state in LIVE and others[a].job_id]
         dependency = stage_dependency(r.kind, deps)
-        if r.state in LIVE and r.segments:
+        if r.state in LIVE and r.state != RUNNING and r.segments:
             from hpc_finetune.scheduler.slurm import run as slurm_run
 
-            slurm_run(["scontrol", "update", f"JobId={r.job_id}", f"Dependency={dependency}"], "requeue")
-            r.dependency = dependency
-            r.save()
-            registry.upsert(r)
-            lines.append(f"  stage {r.run_id} ({r.kind}): job {r.job_id} now waits on {dependency}")
-            continue
+            try:
+                slurm_run(["scontrol", "update", f"JobId={r.job_id}", f"Dependency={dependency}"], "requeue")
+            except UserError:
+                pass  # it left the queue since the refresh (started, or Slurm cancelled it): a new job below
+            else:
+                r.dependency = dependency
+                r.save()
+                registry.upsert(r)
+                lines.append(f"  stage {r.run_id} ({r.kind}): job {r.job_id} now waits on {dependency}")
+                continue
+        # ended, or running on what came before (a select over the old array): a new job after the new one; Slurm
+        # refuses to change a running job's dependency ("Job is no longer pending")
         job_id = resubmit_stage(registry, scheduler, r, dependency)
         lines.append(f"  stage {r.run_id} ({r.kind}): new job {job_id}, waits on {dependency}")
     return lines

@@ -174,7 +174,7 @@ class StopWhenResumedAtEnd(TrainerCallback):
     trainer state, the weights (plain, LoRA, and the FSDP/DeepSpeed shards in ``_prepare_for_training``), the
     optimizer and the scheduler were loaded from the checkpoint, and on every rank with the same state: raising
     here leaves the loaded, wrapped model for the ordinary final save (train/core.py catches it), the same for every
-    checkpoint format. train/core.py puts it first among the callbacks.
+    checkpoint format. train/core.py adds it right after SaveOnSignalCallback.
     """
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -230,10 +230,11 @@ def train(cfg: RunConfig) -> dict:
     tokens_per_row = info["train_tokens"] / max(1, info["train_rows"])
     progress = ProgressCallback(output_dir, int(rows_per_step * tokens_per_row))
     signal_cb = SaveOnSignalCallback()
-    # first of all callbacks (wandb's and the Trainer's own included): none sees a training begin that won't happen
-    trainer.callback_handler.callbacks.insert(0, StopWhenResumedAtEnd())
     trainer.add_callback(progress)
     trainer.add_callback(signal_cb)
+    # after the signal callback: a warning signal during start-up still exits at once for the requeue (a final
+    # save of a big sharded model could outlast the signal's lead); before the user's callbacks
+    trainer.add_callback(StopWhenResumedAtEnd())
     for callback in user_callbacks:
         trainer.add_callback(callback)
     resume = resume_point(cfg, output_dir)
