@@ -214,10 +214,12 @@ def _terminate_as_exception():
 
 
 def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[Path], NewRun], *,
-               hold: bool = False) -> RunRecord:
+               hold: bool = False, recorded: Optional[Callable[[RunRecord], None]] = None) -> RunRecord:
     """Claim ``runs_root/name[-N]``, let ``build`` render the run for it, write, submit, record; roll back on any
     failure. Returns the record, in the index, with its first segment. ``hold``: write and record it without a job
-    (a local chain's job, which the local runner submits when the job before it has completed)."""
+    (a local chain's job, which the local runner submits when the job before it has completed). ``recorded``: told
+    the record as soon as it is in the index, before a SIGTERM/SIGHUP deferred during sbatch is raised (a chain
+    that rolls back on that exit must know this job was queued)."""
     from hpc_finetune.scheduler import get_scheduler
 
     with _terminate_as_exception():
@@ -234,6 +236,8 @@ def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[
             rec.save()
             if hold:
                 registry.upsert(rec)
+                if recorded:
+                    recorded(rec)
                 return rec
             _TERM["deferred"] = True  # the scheduler may accept the job, which must then be recorded whole
             job_id = get_scheduler(rec.scheduler).submit(run_dir, new.script, new.program,
@@ -245,6 +249,8 @@ def create_run(registry: Registry, runs_root: Path, name: str, build: Callable[[
         rec.segments.append(Segment(job_id=job_id, started_by="submit", submitted=now()))
         rec.save()
         registry.upsert(rec)
+        if recorded:
+            recorded(rec)
     return rec
 
 

@@ -171,17 +171,20 @@ def load_program(run_dir: Path) -> object:
 
 
 # --- queuing -----------------------------------------------------------------------------------------------------
-def _submit_or_hold(registry: Registry, runs_root: Path, name: str, build: Callable, scheduler: str) -> RunRecord:
+def _submit_or_hold(registry: Registry, runs_root: Path, name: str, build: Callable, scheduler: str,
+                    recorded: Optional[Callable[[RunRecord], None]] = None) -> RunRecord:
     from hpc_finetune.runs import create_run
 
-    return create_run(registry, runs_root, name, build, hold=(scheduler == "local"))
+    return create_run(registry, runs_root, name, build, hold=(scheduler == "local"), recorded=recorded)
 
 
 def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions, stage: str, *,
                 runs_root: Path, base: str, campaign: str, campaign_dir: Path, chain: tuple[str, ...],
                 after: list[RunRecord], target: Optional[RunRecord], source: str,
-                dependency: Optional[str] = None, name: Optional[str] = None) -> RunRecord:
-    """Render, write and queue (or hold, locally) one stage job after the jobs of ``after``."""
+                dependency: Optional[str] = None, name: Optional[str] = None,
+                recorded: Optional[Callable[[RunRecord], None]] = None) -> RunRecord:
+    """Render, write and queue (or hold, locally) one stage job after the jobs of ``after``; ``recorded`` is told
+    the record as soon as it is in the index (runs.create_run)."""
     from hpc_finetune.render import job_python, job_script
     from hpc_finetune.runs import NewRun, config_yaml, profile_yaml
     from hpc_finetune.job.stagejob import StageProgram
@@ -213,7 +216,7 @@ def queue_stage(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
                       files={layout.RUN_YAML: config_yaml(scfg), layout.PROFILE_YAML: profile_yaml(sprofile),
                              layout.JOB_SCRIPT: script})
 
-    return _submit_or_hold(registry, runs_root, name or f"{base}-{stage}", build, profile.scheduler)
+    return _submit_or_hold(registry, runs_root, name or f"{base}-{stage}", build, profile.scheduler, recorded)
 
 
 def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opts: StageOptions,
@@ -246,16 +249,16 @@ def queue_stages(registry: Registry, profile: ClusterProfile, cfg: RunConfig, op
         # once one task failed; dev cluster, Slurm 22.05)
         sel = queue_stage(registry, profile, cfg, opts, "select", runs_root=runs_root, base=campaign[:BASE_MAX],
                           campaign=campaign, campaign_dir=campaign_dir, chain=chain, after=follows, target=None,
-                          source=source, dependency=f"afterany:{sweep}" if profile.scheduler == "slurm" else "")
-        add(sel)
+                          source=source, dependency=f"afterany:{sweep}" if profile.scheduler == "slurm" else "",
+                          recorded=add)
         chains.append((campaign[:BASE_MAX], [sel], None))
     elif sweep is None or opts.follow == "every":
         chains += [((f.run_id if sweep is not None else campaign)[:BASE_MAX], [f], f) for f in follows]
     for base, before, target in chains:
         for stage in opts.then:
             rec = queue_stage(registry, profile, cfg, opts, stage, runs_root=runs_root, base=base, campaign=campaign,
-                              campaign_dir=campaign_dir, chain=chain, after=before, target=target, source=source)
-            add(rec)
+                              campaign_dir=campaign_dir, chain=chain, after=before, target=target, source=source,
+                              recorded=add)
             before = [rec]
     if profile.scheduler == "local":
         from hpc_finetune.campaigns.localchain import start_runner
@@ -297,8 +300,7 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
         if opts.prepare:
             prepared = queue_stage(registry, profile, cfg, opts, "prepare", runs_root=root, base=campaign,
                                    campaign=campaign, campaign_dir=campaign_dir, chain=chain, after=[], target=None,
-                                   source=source)
-            created.append(prepared)
+                                   source=source, recorded=created.append)
         after = [prepared] if prepared else []
         dependency = "" if local else dependency_value("train", [r.job_id for r in after])
 
@@ -311,8 +313,7 @@ def queue_chain(registry: Registry, profile: ClusterProfile, cfg: RunConfig, opt
             return NewRun(record=rec, script=prep.script, program=prep.program,
                           max_requeues=prep.profile.max_requeues, files=prep.files)
 
-        train = create_run(registry, root, f"{campaign}-train", build, hold=local)
-        created.append(train)
+        train = create_run(registry, root, f"{campaign}-train", build, hold=local, recorded=created.append)
         write_campaign(campaign_dir, profile, cfg, source, train, chain, created)
         queue_stages(registry, profile, cfg, opts, campaign_dir, [train], source=source,
                      prepared=[prepared] if prepared else [], out=created)
@@ -426,10 +427,9 @@ def sweep_with_stages(req, registry: Registry, opts: StageOptions) -> tuple[obje
         configs = [member_config(rec) for rec in members]
         groups = cachekey.groups(configs)
         for name, group in zip(prepare_names(campaign_dir.name, len(groups)), groups):
-            preps.append(queue_stage(registry, profile, configs[group[0]], opts, "prepare",
-                                     runs_root=campaign_dir.parent, base=campaign_dir.name[:BASE_MAX],
-                                     campaign=campaign_dir.name, campaign_dir=campaign_dir, chain=chain, after=[],
-                                     target=None, source=source, name=name))
+            queue_stage(registry, profile, configs[group[0]], opts, "prepare", runs_root=campaign_dir.parent,
+                        base=campaign_dir.name[:BASE_MAX], campaign=campaign_dir.name, campaign_dir=campaign_dir,
+                        chain=chain, after=[], target=None, source=source, name=name, recorded=preps.append)
         dependency = "" if local else dependency_value("train", [p.job_id for p in preps])
         for rec in members:
             rec.after, rec.dependency = [p.run_id for p in preps], dependency
