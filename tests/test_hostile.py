@@ -538,6 +538,34 @@ def test_sigterm_while_the_scheduler_accepts_the_job_records_it_whole(world):
     assert (world.shared / "hpc-finetune" / "runs" / "t" / "job.sh").is_file()
 
 
+def test_sigterm_while_a_chains_job_is_accepted_cancels_it_with_the_chain(world):
+    """`submit --then merge`: SIGTERM while sbatch accepts the training job. The job exists, so it is recorded
+    whole, then the chain rolls back: that job is cancelled and recorded CANCELLED with the reason, and no stage is
+    queued after it (a chain may not be left half-queued; before, the job stayed queued outside the roll-back)."""
+    scancel_log = world.tmp / "scancel.log"
+    (world.bin / "scancel").write_text(f'#!/bin/bash\necho "$@" >> {scancel_log}\n')
+    (world.bin / "scancel").chmod(0o755)
+    hold = world.tmp / "hold"
+    env = {**world.env, "SBATCH_STANDIN_HOLD": str(hold), "SBATCH_STANDIN_RC": "0"}
+    proc = subprocess.Popen([PY, "-m", "hpc_finetune", "submit", "--no-check", "--then", "merge", str(world.config)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_limits)
+    deadline = time.time() + 120
+    while not Path(f"{hold}.started").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the stand-in sbatch never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    Path(f"{hold}.go").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert len(world.sbatch_log.read_text().splitlines()) == 1  # the merge stage never reached sbatch
+    rec = json.loads((world.shared / "hpc-finetune" / "runs" / "t-train" / "record.json").read_text())
+    job_id = rec["segments"][0]["job_id"]
+    assert rec["state"] == "cancelled" and rec["reason"] == "the chain could not be queued", rec
+    assert scancel_log.read_text().split() == [job_id]
+
+
 def test_status_shows_a_corrupt_record_as_unreadable_and_goes_on(world):
     for _ in range(2):
         assert bounded_cli("submit", "--no-check", str(world.config), env=world.env).returncode == 0
