@@ -132,6 +132,24 @@ def test_a_task_with_its_own_row_ignores_a_stale_pending_range_row():
     assert got == {"10_0": "PENDING", "10_1": "RUNNING", "10_2": "RUNNING", "10_3": "CANCELLED by 1000"}
 
 
+def test_an_ended_range_row_says_nothing_while_the_array_still_runs():
+    # dev cluster, Slurm 22.05, `0-3%2`: member 0 requeued, task 2 split off (22:07:32.427), `scancel 1_3`
+    # (22:07:32.855): sacct showed the range CANCELLED before task 2's own row, and kept the stale row for good
+    from hpc_finetune.states import LIVE, from_slurm
+
+    live = lambda raw: from_slurm(raw) in LIVE  # noqa: E731
+    moment = [ln.split("|") for ln in ("1_0|REQUEUED", "1_1|RUNNING", "1_0|PENDING", "1_[2-3%2]|CANCELLED by 0")]
+    assert arrays.stale_range_tasks(arrays.group_rows(moment), live) == {"1_2", "1_3"}
+    final = [ln.split("|") for ln in ("1_0|REQUEUED", "1_1|COMPLETED", "1_2|COMPLETED", "1_[2-3%2]|CANCELLED by 0",
+                                      "1_0|COMPLETED")]
+    groups = arrays.group_rows(final)
+    assert arrays.stale_range_tasks(groups, live) == set() and groups["1_2"][-1][1] == "COMPLETED"
+    assert groups["1_3"][-1][1] == "CANCELLED by 0"  # once the array has ended, the range row is the truth
+    # the whole array cancelled while tasks waited: the same row, nothing live, so it counts at once
+    whole = [ln.split("|") for ln in ("5_0|CANCELLED by 0", "5_[1-3]|CANCELLED by 0")]
+    assert arrays.stale_range_tasks(arrays.group_rows(whole), live) == set()
+
+
 def test_accounting_lag_leaves_tasks_without_rows():
     # right after `scontrol release`, squeue showed 5_0 and 5_1 running; sacct had only 5_2 yet
     assert set(current("array_released_lagging")) == {"5_2"}

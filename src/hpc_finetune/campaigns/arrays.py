@@ -17,7 +17,7 @@ the array id once for all its members.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Callable, Iterable
 
 _TASK = re.compile(r"^(\d+)_(\d+)\Z")
 _PENDING = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]\Z")
@@ -89,3 +89,19 @@ def group_rows(rows: Iterable[list[str]], id_column: int = 0) -> dict[str, list[
         for task in expand(jid):
             (own if task == jid else ranged).setdefault(task, []).append(row)
     return {**ranged, **own}
+
+
+def stale_range_tasks(groups: dict[str, list[list[str]]], is_live: Callable[[str], bool], id_column: int = 0,
+                      state_column: int = 1) -> set[str]:
+    """The tasks whose newest row is an array's pending-range row in an ENDED state while a task of the same array
+    still runs or waits under a row of its own: that range row may be stale, not news. Seen on the dev cluster
+    (Slurm 22.05): with ``0-3%2``, ``scancel 1_3`` just after task 2 was split off the array's record left sacct
+    showing ``1_[2-3%2]  CANCELLED`` for good (the record, now task 3, was never rewritten), and task 2 had no row
+    of its own for about a second, then ran to COMPLETED. So such a task is not reported (its recorded state
+    stands) until the array's other tasks have ended; then the range row is the truth (a whole array cancelled
+    while tasks waited shows the same row)."""
+    live_arrays = {array_of(jid) for jid, rows in groups.items()
+                   if rows and rows[-1][id_column] == jid and is_live(rows[-1][state_column])}
+    return {jid for jid, rows in groups.items()
+            if rows and rows[-1][id_column] != jid and not is_live(rows[-1][state_column])
+            and array_of(jid) in live_arrays}

@@ -84,7 +84,7 @@ class SlurmScheduler(Scheduler):
         return job_id
 
     def query(self, job_ids: list[str], run_dirs: dict[str, Path]) -> dict[str, JobInfo]:
-        from hpc_finetune.campaigns.arrays import group_rows, query_ids
+        from hpc_finetune.campaigns.arrays import group_rows, query_ids, stale_range_tasks
 
         if not job_ids:
             return {}
@@ -97,8 +97,10 @@ class SlurmScheduler(Scheduler):
         wanted = set(job_ids)
         infos: dict[str, JobInfo] = {}
         rows = [line.split("|") for line in out.splitlines()]
-        for jid, instances in group_rows((r for r in rows if len(r) >= 5), 0).items():
-            if jid not in wanted:
+        groups = group_rows((r for r in rows if len(r) >= 5), 0)
+        stale = stale_range_tasks(groups, lambda raw: states.from_slurm(raw) in states.LIVE)
+        for jid, instances in groups.items():
+            if jid not in wanted or jid in stale:
                 continue
             gpu_seconds, elapsed_all = None, 0
             for parts in instances:
